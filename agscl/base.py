@@ -1,0 +1,145 @@
+"""The one protocol every continual-learning method follows, in RL and in supervised training.
+
+A learner drives a method through the same hooks in the same order::
+
+    method.begin_task(t)
+    for each epoch:
+        for each minibatch:
+            loss = task_loss + method.penalty()
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+            method.after_step(lr)          # masks, path integrals, prox if prox_every == "step"
+        method.end_epoch(lr)               # prox if prox_every == "epoch"
+    method.end_task(t, inputs)             # importance from the task's inputs (no labels needed)
+
+``lr`` is the learning rate the optimizer just used (the proximal step size ``alpha``).
+A method that has nothing to do in a hook does nothing there. Methods are small objects in
+the style of ``torch.optim``: ``state_dict`` / ``load_state_dict``, no hidden globals.
+
+The model contract is a shared ``trunk`` (``trunk(x)`` gives the features) and ``heads``, a
+sequence indexed by task id whose items are one ``nn.Module`` or a sequence of them (e.g. an
+actor and a critic). The first module of a task's heads is its *output head* (classifier or
+actor logits): EWC and MAS measure importance through it. ``heads`` is read lazily, so a
+list (or ``nn.ModuleList``) that grows as tasks arrive is fine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+HeadSpec = nn.Module | Sequence[nn.Module]
+
+
+def task_heads(heads: Sequence[HeadSpec], task: int) -> list[nn.Module]:
+    """The list of head modules of ``task`` (one module or a sequence of them)."""
+    if task < 0 or task >= len(heads):
+        raise ValueError(f"task {task} has no head: valid task ids are 0..{len(heads) - 1}")
+    spec = heads[task]
+    if isinstance(spec, nn.ModuleList) or not isinstance(spec, nn.Module):
+        return list(spec)
+    return [spec]
+
+
+def iter_batches(inputs: Iterable[Any]) -> Iterator[torch.Tensor]:
+    """Yield input tensors from an iterable of tensors or of ``(x, y, ...)`` tuples."""
+    for item in inputs:
+        if isinstance(item, (tuple, list)):
+            item = item[0]
+        if not isinstance(item, torch.Tensor):
+            raise TypeError(f"end_task inputs must be tensors or (x, ...) tuples, got {type(item).__name__}")
+        yield item
+
+
+def module_device(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def check_range(name: str, value: float, low: float | None, high: float | None, *, low_open: bool = False, high_open: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name=value`` and the allowed interval when out of range."""
+    bad = value != value  # NaN
+    if low is not None:
+        bad = bad or (value <= low if low_open else value < low)
+    if high is not None:
+        bad = bad or (value >= high if high_open else value > high)
+    if bad:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name}={value!r} is out of range: allowed {name} in {interval}")
+
+
+class ContinualMethod:
+    """Base class: fine-tuning semantics (every hook does nothing).
+
+    Subclasses override the hooks they need. ``trunk_parameters`` are the shared parameters
+    that weight-wise methods (EWC, MAS, SI, RWALK) regularize; task heads are task-specific
+    and receive no gradient from other tasks' losses, so they are not regularized.
+    """
+
+    name = "finetune"
+
+    def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec]) -> None:
+        self.trunk = trunk
+        self.heads = heads
+        self.task: int | None = None
+        self.tasks_learned = 0
+
+    # -- hooks -------------------------------------------------------------------------
+    def begin_task(self, task: int) -> None:
+        """Called before the first optimizer step of ``task``."""
+        self.task = task
+
+    def penalty(self) -> torch.Tensor:
+        """Differentiable term to add to the task loss (a 0-dim tensor)."""
+        return torch.zeros((), device=module_device(self.trunk))
+
+    def after_step(self, lr: float) -> None:
+        """Called after every ``optimizer.step()`` with the lr that step used."""
+
+    def end_epoch(self, lr: float) -> None:
+        """Called after each epoch (a PPO epoch in RL) with the current lr."""
+
+    def end_task(self, task: int, inputs: Iterable[Any]) -> None:
+        """Called once ``task`` is learned, with an iterable of that task's input batches."""
+        self.tasks_learned = max(self.tasks_learned, task + 1)
+        self.task = None
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def stored_floats(self) -> int:
+        """Floats the method keeps for regularization (importances; the anchor copy that
+        every anchored method keeps is reported separately as ``anchor_floats``)."""
+        return 0
+
+    def statistics(self) -> dict[str, float]:
+        """Scalars for logging (TensorBoard, results files)."""
+        return {"stored_floats": float(self.stored_floats())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "task": self.task, "tasks_learned": self.tasks_learned}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"state of method {state.get('name')!r} cannot be loaded into {self.name!r}")
+        self.task = state["task"]
+        self.tasks_learned = state["tasks_learned"]
+
+    # -- helpers for subclasses --------------------------------------------------------
+    def trunk_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.trunk.named_parameters() if p.requires_grad]
+
+    def output_head(self, task: int) -> nn.Module:
+        return task_heads(self.heads, task)[0]
+
+    def forward_output(self, task: int, x: torch.Tensor) -> torch.Tensor:
+        """Output of ``task``'s output head on input ``x``."""
+        return self.output_head(task)(self.trunk(x))
+
+
+class FineTune(ContinualMethod):
+    """Plain fine-tuning: no regularization at all (the lower baseline)."""
+
+    name = "finetune"
