@@ -1,0 +1,357 @@
+"""AGS-CL: adaptive group sparsity based continual learning (Jung et al., NeurIPS 2020).
+
+While learning task t the trunk's nodes split by their importance ``Omega^{t-1}``:
+unimportant nodes (``Omega == 0``, the set G0) get a group-lasso penalty ``mu * ||theta_n||``
+that sparsifies them; important nodes get ``lam * Omega_n * ||theta_n - theta_hat_n||`` that
+freezes them. Both are applied by their exact proximal operators after the gradient step
+(per step, or once per epoch as the authors' code does), never through the loss gradient.
+After a task: ``Omega <- eta * Omega + mean ReLU activation``, then (I.1) weights from
+unimportant nodes into important nodes and into learned tasks' heads are fixed at zero, and
+(I.2) each unimportant node's incoming weights are re-drawn with probability ``rho``
+(independently per node, as in the paper; the authors' code re-draws a fixed fraction).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from agscl.base import ContinualMethod, HeadSpec, check_range, iter_batches, module_device, task_heads
+from agscl.groups import NodeLayer, discover_layers, head_input_layer
+from agscl.prox import shrink_factor
+
+PROX_FREQUENCIES = ("epoch", "step")
+
+
+def _weight_rows(layer: nn.Module) -> torch.Tensor:
+    return layer.weight.detach().reshape(layer.weight.shape[0], -1)
+
+
+def _group_norms(layer: nn.Module, anchor_w: torch.Tensor | None = None, anchor_b: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-node L2 norm of (weight row, bias), or of its difference to the anchor."""
+    w = _weight_rows(layer)
+    b = layer.bias.detach() if layer.bias is not None else None
+    if anchor_w is not None:
+        w = w - anchor_w.reshape_as(w)
+        if b is not None:
+            b = b - anchor_b
+    sq = w.pow(2).sum(dim=1)
+    if b is not None:
+        sq = sq + b.pow(2)
+    return sq.sqrt()
+
+
+class AGSCL(ContinualMethod):
+    """AGS-CL on a trunk of Conv2d/Linear+ReLU layers with per-task heads.
+
+    Args:
+        mu: group-lasso strength on unimportant nodes (term (a)).
+        lam: drift-penalty strength on important nodes (term (b)).
+        eta: decay of the accumulated importance, in (0, 1].
+        rho: probability that an unimportant node's incoming weights are re-drawn, in [0, 1].
+        prox_every: ``"epoch"`` (the authors' code; default) or ``"step"`` (the paper's equations).
+        zero_init, rand_init: ablation switches for (I.1) and (I.2).
+        seed: seed of the re-initialization draws (None: from torch's global generator).
+    """
+
+    name = "agscl"
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        heads: Sequence[HeadSpec],
+        *,
+        mu: float,
+        lam: float,
+        eta: float = 0.9,
+        rho: float = 0.3,
+        prox_every: str = "epoch",
+        zero_init: bool = True,
+        rand_init: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        check_range("mu", mu, 0.0, None)
+        check_range("lam", lam, 0.0, None)
+        check_range("eta", eta, 0.0, 1.0, low_open=True)
+        check_range("rho", rho, 0.0, 1.0)
+        if prox_every not in PROX_FREQUENCIES:
+            raise ValueError(f"prox_every={prox_every!r} is not valid: choose one of {', '.join(PROX_FREQUENCIES)}")
+        super().__init__(trunk, heads)
+        self.mu, self.lam, self.eta, self.rho = float(mu), float(lam), float(eta), float(rho)
+        self.prox_every = prox_every
+        self.zero_init, self.rand_init = bool(zero_init), bool(rand_init)
+        self.layers: list[NodeLayer] = discover_layers(trunk)
+        device = module_device(trunk)
+        self.omega = [torch.zeros(layer.num_nodes, device=device) for layer in self.layers]
+        # Anchors theta_hat: weight and bias per layer (snapshot after each task's re-init).
+        self.anchor_w: list[torch.Tensor] | None = None
+        self.anchor_b: list[torch.Tensor | None] | None = None
+        # Zero-fixed weights (I.1): per trunk layer, and per (task, head index) for heads.
+        self.fixed_zero: list[torch.Tensor | None] = [None] * len(self.layers)
+        self.head_fixed_zero: dict[tuple[int, int], torch.Tensor] = {}
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed))
+        self.history: list[dict[str, float]] = []
+
+    # -- hooks -------------------------------------------------------------------------
+    def begin_task(self, task: int) -> None:
+        super().begin_task(task)
+        if self.anchor_w is None:
+            self._snapshot_anchor()
+
+    def penalty(self) -> torch.Tensor:
+        """Zero: both penalty terms act through the proximal step, not through the gradient."""
+        return torch.zeros((), device=module_device(self.trunk))
+
+    def after_step(self, lr: float) -> None:
+        if self.prox_every == "step":
+            self.proximal_step(lr)
+        self.apply_masks()
+
+    def end_epoch(self, lr: float) -> None:
+        if self.prox_every == "epoch":
+            self.proximal_step(lr)
+            self.apply_masks()
+
+    @torch.no_grad()
+    def proximal_step(self, alpha: float) -> None:
+        """Apply eq. (7) with step size ``alpha`` to every node of every trunk layer."""
+        if self.anchor_w is None:
+            self._snapshot_anchor()
+        for index, layer in enumerate(self.layers):
+            module = layer.module
+            omega = self.omega[index]
+            unimportant = omega == 0
+            tau_sparse = torch.full_like(omega, alpha * self.mu)
+            factor_sparse = shrink_factor(_group_norms(module), tau_sparse)
+            if bool(unimportant.all()):
+                self._scale_rows(module, factor_sparse)
+                continue
+            anchor_w, anchor_b = self.anchor_w[index], self.anchor_b[index]
+            gamma = shrink_factor(_group_norms(module, anchor_w, anchor_b), alpha * self.lam * omega)
+            # theta <- c_theta * theta + c_anchor * anchor, row by row.
+            c_theta = torch.where(unimportant, factor_sparse, gamma)
+            c_anchor = torch.where(unimportant, torch.zeros_like(gamma), 1.0 - gamma)
+            shape = (-1,) + (1,) * (module.weight.ndim - 1)
+            module.weight.mul_(c_theta.view(shape)).addcmul_(anchor_w, c_anchor.view(shape))
+            if module.bias is not None:
+                module.bias.mul_(c_theta).addcmul_(anchor_b, c_anchor)
+
+    @staticmethod
+    def _scale_rows(module: nn.Module, factor: torch.Tensor) -> None:
+        module.weight.mul_(factor.view((-1,) + (1,) * (module.weight.ndim - 1)))
+        if module.bias is not None:
+            module.bias.mul_(factor)
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Keep every zero-fixed weight (I.1) at exactly zero."""
+        for layer, fixed in zip(self.layers, self.fixed_zero):
+            if fixed is not None:
+                layer.module.weight.masked_fill_(fixed, 0.0)
+        for (task, position), fixed in self.head_fixed_zero.items():
+            head_input_layer(task_heads(self.heads, task)[position]).weight.masked_fill_(fixed, 0.0)
+
+    def end_task(self, task: int, inputs: Iterable[Any]) -> None:
+        """Update Omega from ``inputs`` (that task's data), then (I.1), (I.2), new anchor."""
+        moved = self._moved_nodes()
+        mean_activation = self.mean_activations(inputs)
+        for index, activation in enumerate(mean_activation):
+            self.omega[index] = self.eta * self.omega[index] + activation
+        super().end_task(task, inputs=())
+        if self.zero_init:
+            self._zero_fix(task)
+        if self.rand_init:
+            self._rand_init()
+        self.apply_masks()
+        self._snapshot_anchor()
+        total = sum(layer.num_nodes for layer in self.layers)
+        self.history.append(
+            {
+                "task": float(task),
+                "sparsity": self.sparsity(),
+                "used_capacity": float(total - int(moved.sum())) / total,
+            }
+        )
+
+    # -- importance ------------------------------------------------------------------------
+    @torch.no_grad()
+    def mean_activations(self, inputs: Iterable[Any]) -> list[torch.Tensor]:
+        """Mean ReLU activation of every node over ``inputs`` (conv: over batch and positions),
+        in eval mode (dropout off, batch norm frozen) and without gradients."""
+        device = module_device(self.trunk)
+        sums = [torch.zeros(layer.num_nodes, device=device, dtype=torch.float64) for layer in self.layers]
+        count = 0
+
+        def hook_for(index: int):
+            def hook(_module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+                per_sample = out if out.ndim == 2 else out.flatten(2).mean(dim=2)
+                sums[index] += per_sample.sum(dim=0, dtype=torch.float64)
+            return hook
+
+        handles = [layer.activation.register_forward_hook(hook_for(i)) for i, layer in enumerate(self.layers)]
+        was_training = self.trunk.training
+        self.trunk.eval()
+        try:
+            for x in iter_batches(inputs):
+                self.trunk(x.to(device))
+                count += x.shape[0]
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.trunk.train(was_training)
+        if count == 0:
+            raise ValueError("end_task got no inputs: AGS-CL needs the task's data to compute node importance")
+        return [(s / count).to(self.omega[i].dtype) for i, s in enumerate(sums)]
+
+    # -- re-initialization -----------------------------------------------------------------
+    def _input_mask(self, layer_index: int, node_mask: torch.Tensor, weight: torch.Tensor, repeat: int | None) -> torch.Tensor:
+        """Broadcast a per-input-node mask onto the columns of ``weight`` (rows x inputs)."""
+        if weight.ndim == 4:
+            return node_mask.view(1, -1, 1, 1).expand_as(weight)
+        return node_mask.repeat_interleave(repeat).view(1, -1).expand_as(weight)
+
+    @torch.no_grad()
+    def _zero_fix(self, task: int) -> None:
+        """(I.1): zero and fix weights from unimportant nodes into important nodes and heads."""
+        for index in range(1, len(self.layers)):
+            layer = self.layers[index]
+            weight = layer.module.weight
+            from_unimportant = self._input_mask(index, self.omega[index - 1] == 0, weight, layer.in_repeat)
+            into_important = (self.omega[index] > 0).view((-1,) + (1,) * (weight.ndim - 1)).expand_as(weight)
+            new = from_unimportant & into_important
+            self.fixed_zero[index] = new if self.fixed_zero[index] is None else (self.fixed_zero[index] | new)
+        last_unimportant = self.omega[-1] == 0
+        for learned in range(task + 1):
+            for position, head in enumerate(task_heads(self.heads, learned)):
+                weight = head_input_layer(head).weight
+                repeat = weight.shape[1] // last_unimportant.numel()
+                if repeat * last_unimportant.numel() != weight.shape[1]:
+                    raise ValueError(
+                        f"head {position} of task {learned} has {weight.shape[1]} inputs, not a multiple of the "
+                        f"trunk's {last_unimportant.numel()} output nodes"
+                    )
+                new = last_unimportant.repeat_interleave(repeat).view(1, -1).expand_as(weight)
+                key = (learned, position)
+                self.head_fixed_zero[key] = new.clone() if key not in self.head_fixed_zero else (self.head_fixed_zero[key] | new)
+
+    @torch.no_grad()
+    def _rand_init(self) -> None:
+        """(I.2): re-draw the incoming weights of each unimportant node with probability rho,
+        from the default ``nn.Linear``/``nn.Conv2d`` initialization U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        for index, layer in enumerate(self.layers):
+            module = layer.module
+            chosen = (self.omega[index] == 0).cpu() & (torch.rand(layer.num_nodes, generator=self.generator) < self.rho)
+            rows = int(chosen.sum())
+            if rows == 0:
+                continue
+            fan_in = module.weight[0].numel()
+            bound = 1.0 / math.sqrt(fan_in)
+            fresh = (torch.rand((rows,) + tuple(module.weight.shape[1:]), generator=self.generator) * 2 - 1) * bound
+            chosen_dev = chosen.to(module.weight.device)
+            module.weight[chosen_dev] = fresh.to(module.weight)
+            if module.bias is not None:
+                fresh_b = (torch.rand(rows, generator=self.generator) * 2 - 1) * bound
+                module.bias[chosen_dev] = fresh_b.to(module.bias)
+
+    @torch.no_grad()
+    def _snapshot_anchor(self) -> None:
+        self.anchor_w = [layer.module.weight.detach().clone() for layer in self.layers]
+        self.anchor_b = [None if layer.module.bias is None else layer.module.bias.detach().clone() for layer in self.layers]
+
+    @torch.no_grad()
+    def _moved_nodes(self) -> torch.Tensor:
+        """Boolean per node (all layers concatenated): did its group change since the anchor?"""
+        if self.anchor_w is None:
+            return torch.ones(sum(layer.num_nodes for layer in self.layers), dtype=torch.bool)
+        norms = [
+            _group_norms(layer.module, self.anchor_w[i], self.anchor_b[i]) for i, layer in enumerate(self.layers)
+        ]
+        return (torch.cat(norms) != 0).cpu()
+
+    # -- statistics ------------------------------------------------------------------------
+    def sparsity(self) -> float:
+        """``|G0| / |G|``: fraction of nodes that are still unimportant."""
+        total = sum(o.numel() for o in self.omega)
+        return float(sum(int((o == 0).sum()) for o in self.omega)) / total
+
+    @torch.no_grad()
+    def group_counts(self) -> dict[str, int]:
+        """Important nodes exactly at their anchor (frozen) and groups exactly zero, right now."""
+        frozen = zero = 0
+        for index, layer in enumerate(self.layers):
+            important = self.omega[index] > 0
+            zero += int((_group_norms(layer.module) == 0).sum())
+            if self.anchor_w is not None and bool(important.any()):
+                drift = _group_norms(layer.module, self.anchor_w[index], self.anchor_b[index])
+                frozen += int(((drift == 0) & important).sum())
+        return {"frozen_groups": frozen, "zero_groups": zero}
+
+    def stored_floats(self) -> int:
+        """One importance value per node (the paper's memory measure, Figure 6a)."""
+        return sum(o.numel() for o in self.omega)
+
+    def statistics(self) -> dict[str, float]:
+        counts = self.group_counts()
+        masks = [m for m in self.fixed_zero if m is not None] + list(self.head_fixed_zero.values())
+        stats = {
+            "stored_floats": float(self.stored_floats()),
+            "anchor_floats": float(sum(w.numel() for w in self.anchor_w or []) + sum(b.numel() for b in self.anchor_b or [] if b is not None)),
+            "zero_fixed_weights": float(sum(int(m.sum()) for m in masks)),
+            "sparsity": self.sparsity(),
+            "groups": float(sum(o.numel() for o in self.omega)),
+            "frozen_groups": float(counts["frozen_groups"]),
+            "zero_groups": float(counts["zero_groups"]),
+        }
+        if self.history:
+            stats["used_capacity"] = self.history[-1]["used_capacity"]
+        return stats
+
+    def regularization_value(self) -> float:
+        """Value of the penalty terms (a) + (b) of eq. (2) at the current parameters (for logging)."""
+        with torch.no_grad():
+            total = 0.0
+            for index, layer in enumerate(self.layers):
+                unimportant = self.omega[index] == 0
+                total += self.mu * float(_group_norms(layer.module)[unimportant].sum())
+                if self.anchor_w is not None and bool((~unimportant).any()):
+                    drift = _group_norms(layer.module, self.anchor_w[index], self.anchor_b[index])
+                    total += self.lam * float((self.omega[index] * drift)[~unimportant].sum())
+        return total
+
+    # -- persistence -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(
+            hparams={"mu": self.mu, "lam": self.lam, "eta": self.eta, "rho": self.rho, "prox_every": self.prox_every,
+                     "zero_init": self.zero_init, "rand_init": self.rand_init},
+            omega=[o.clone() for o in self.omega],
+            anchor_w=None if self.anchor_w is None else [w.clone() for w in self.anchor_w],
+            anchor_b=None if self.anchor_b is None else [None if b is None else b.clone() for b in self.anchor_b],
+            fixed_zero=[None if m is None else m.clone() for m in self.fixed_zero],
+            head_fixed_zero={f"{t}:{p}": m.clone() for (t, p), m in self.head_fixed_zero.items()},
+            generator=self.generator.get_state(),
+            history=[dict(h) for h in self.history],
+        )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        device = module_device(self.trunk)
+        if len(state["omega"]) != len(self.layers):
+            raise ValueError(f"state has {len(state['omega'])} layers but the trunk has {len(self.layers)}")
+        for key, value in state["hparams"].items():
+            setattr(self, key, value)
+        self.omega = [o.to(device) for o in state["omega"]]
+        self.anchor_w = None if state["anchor_w"] is None else [w.to(device) for w in state["anchor_w"]]
+        self.anchor_b = None if state["anchor_b"] is None else [None if b is None else b.to(device) for b in state["anchor_b"]]
+        self.fixed_zero = [None if m is None else m.to(device) for m in state["fixed_zero"]]
+        self.head_fixed_zero = {}
+        for key, mask in state["head_fixed_zero"].items():
+            task, position = (int(v) for v in key.split(":"))
+            self.head_fixed_zero[(task, position)] = mask.to(device)
+        self.generator.set_state(state["generator"])
+        self.history = [dict(h) for h in state["history"]]
