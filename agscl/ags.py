@@ -38,10 +38,8 @@ def _group_norms(layer: nn.Module, anchor_w: torch.Tensor | None = None, anchor_
         w = w - anchor_w.reshape_as(w)
         if b is not None:
             b = b - anchor_b
-    sq = w.pow(2).sum(dim=1)
-    if b is not None:
-        sq = sq + b.pow(2)
-    return sq.sqrt()
+    norm = torch.linalg.vector_norm(w, dim=1)
+    return norm if b is None else torch.hypot(norm, b)
 
 
 class AGSCL(ContinualMethod):
