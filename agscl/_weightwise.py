@@ -9,7 +9,7 @@ over the trunk parameters ``theta``, where each *term* ``k`` is a pair (importan
 methods keep a single term (running importance, latest anchor).
 
 The 1/2 convention: ``lam`` multiplies half the weighted squared distance, as in the Laplace
-approximation that motivates EWC (Kirkpatrick et al. 2017) and the released AGS-CL baselines.
+approximation that motivates EWC (Kirkpatrick et al. 2017).
 Zenke et al.'s SI strength ``c`` (no 1/2) is ``lam = 2 c`` here.
 
 Importances that need per-sample gradients (EWC's Fisher, MAS) are computed with
@@ -45,11 +45,16 @@ def as_number(name: str, value: Any) -> float:
         raise ValueError(f"{name}={value!r} is not a number") from None
 
 
+def checked(name: str, value: Any, low: float | None, high: float | None, **open_ends: bool) -> float:
+    """``value`` as a float after :func:`agscl.base.check_range` (the message shows the value as given)."""
+    number = as_number(name, value)
+    check_range(name, value if isinstance(value, (int, float)) else number, low, high, **open_ends)
+    return number
+
+
 def check_int(name: str, value: Any, low: int) -> int:
     """``value`` as an int, or ``ValueError`` naming ``name`` and the allowed range."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}={value!r} is out of range: allowed {name} an integer >= {low}")
-    if value < low:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name}={value!r} is out of range: allowed {name} an integer >= {low}")
     return int(value)
 
@@ -66,6 +71,11 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def accumulator_dtype(p: torch.Tensor) -> torch.dtype:
+    """At least float32 for importances and path integrals (fp16/bf16 parameters would lose them)."""
+    return torch.promote_types(p.dtype, torch.float32)
 
 
 def per_sample_grad_mean(
@@ -97,7 +107,7 @@ def per_sample_grad_mean(
         return objective(out.squeeze(0), aux)
 
     per_sample = vmap(grad(single), in_dims=(None, 0, 0))
-    sums = [torch.zeros_like(p, dtype=torch.float32) for p in params.values()]
+    sums = [torch.zeros_like(p, dtype=accumulator_dtype(p)) for p in params.values()]
     count = 0
     with eval_mode(trunk, head):
         for x in iter_batches(inputs):
@@ -110,7 +120,7 @@ def per_sample_grad_mean(
             for start in range(0, xs.shape[0], chunk):
                 grads = per_sample(params, xs[start : start + chunk], aux[start : start + chunk])
                 for s, n in zip(sums, names):
-                    s += stat(grads[n].float()).sum(0)
+                    s += stat(grads[n].to(s.dtype)).sum(0)
             count += xs.shape[0]
     if count == 0:
         raise ValueError("end_task got no input samples: importance needs at least one input of the task")
@@ -129,8 +139,7 @@ class WeightwiseMethod(ContinualMethod):
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], *, lam: float) -> None:
         super().__init__(trunk, heads)
-        self.lam = as_number("lam", lam)
-        check_range("lam", self.lam, 0.0, math.inf, high_open=True)
+        self.lam = checked("lam", lam, 0.0, math.inf, high_open=True)
         self.names = [n for n, _ in self.trunk_parameters()]
         if not self.names:
             raise ValueError("the trunk has no trainable parameters to regularize")
@@ -146,7 +155,7 @@ class WeightwiseMethod(ContinualMethod):
         return [p.detach().clone() for p in self.params()]
 
     def zeros(self) -> list[torch.Tensor]:
-        return [torch.zeros_like(p, dtype=torch.float32).detach() for p in self.params()]
+        return [torch.zeros_like(p, dtype=accumulator_dtype(p)).detach() for p in self.params()]
 
     # -- protocol ------------------------------------------------------------------------
     def penalty(self) -> torch.Tensor:
@@ -180,12 +189,9 @@ class WeightwiseMethod(ContinualMethod):
     def _unpack(self, packed: dict[str, torch.Tensor] | None) -> list[torch.Tensor] | None:
         if packed is None:
             return None
-        missing = set(self.names) - set(packed)
-        extra = set(packed) - set(self.names)
-        if missing or extra:
-            raise ValueError(
-                f"state does not match the trunk: missing parameters {sorted(missing)}, unknown parameters {sorted(extra)}"
-            )
+        missing, unknown = sorted(set(self.names) - set(packed)), sorted(set(packed) - set(self.names))
+        if missing or unknown:
+            raise ValueError(f"state does not match the trunk: missing parameters {missing}, unknown parameters {unknown}")
         params = self.params()
         out = []
         for n, p in zip(self.names, params):

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agscl._weightwise import WeightwiseMethod, as_number, check_int, per_sample_grad_mean
-from agscl.base import HeadSpec, check_range
+from agscl._weightwise import WeightwiseMethod, check_int, checked, per_sample_grad_mean
+from agscl.base import HeadSpec
 
 
 def diagonal_fisher(
@@ -39,6 +39,8 @@ def diagonal_fisher(
     def expand(x: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if logits.dim() != 2:
             raise ValueError(f"EWC needs (batch, classes) logits from the output head, got shape {tuple(logits.shape)}")
+        if not torch.isfinite(logits).all():
+            raise ValueError("EWC Fisher: the output head gave non-finite logits (has training diverged?)")
         labels = torch.multinomial(F.softmax(logits.float(), dim=1), samples, replacement=True)
         return x.repeat_interleave(samples, dim=0), labels.reshape(-1)
 
@@ -67,8 +69,7 @@ class EWC(WeightwiseMethod):
         if not isinstance(online, bool):
             raise ValueError(f"online={online!r} is out of range: allowed online in {{True, False}}")
         self.online = online
-        self.gamma = as_number("gamma", gamma)
-        check_range("gamma", self.gamma, 0.0, 1.0)
+        self.gamma = checked("gamma", gamma, 0.0, 1.0)
         self.fisher_samples = check_int("fisher_samples", fisher_samples, 1)
         if online:
             self.name = "online_ewc"

@@ -30,8 +30,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from agscl._weightwise import WeightwiseMethod, as_number
-from agscl.base import HeadSpec, check_range
+from agscl._weightwise import WeightwiseMethod, accumulator_dtype, checked
+from agscl.base import HeadSpec
 
 
 class _PathIntegral(WeightwiseMethod):
@@ -61,7 +61,8 @@ class _PathIntegral(WeightwiseMethod):
         for k, (p, prev) in enumerate(zip(self.params(), self._prev)):
             g = p.grad
             if g is not None:
-                self._accumulate(p, g.detach().float(), (p.detach() - prev).float(), k)
+                dtype = accumulator_dtype(p)
+                self._accumulate(p, g.detach().to(dtype), p.detach().to(dtype) - prev.to(dtype), k)
             prev.copy_(p.detach())
 
 
@@ -73,8 +74,7 @@ class SI(_PathIntegral):
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], *, lam: float, xi: float = 0.1) -> None:
         super().__init__(trunk, heads, lam=lam)
-        self.xi = as_number("xi", xi)
-        check_range("xi", self.xi, 0.0, math.inf, low_open=True, high_open=True)
+        self.xi = checked("xi", xi, 0.0, math.inf, low_open=True, high_open=True)
         self._w: list[torch.Tensor] | None = None
         self._start: list[torch.Tensor] | None = None
 
@@ -91,7 +91,7 @@ class SI(_PathIntegral):
         params = self.snapshot()
         w = self._w if self._w is not None else self.zeros()
         start = self._start if self._start is not None else params
-        omega = [wk / ((p.float() - s.float()).square() + self.xi) for wk, p, s in zip(w, params, start)]
+        omega = [wk / ((p.to(wk.dtype) - s.to(wk.dtype)).square() + self.xi) for wk, p, s in zip(w, params, start)]
         if 0 in self.terms:
             omega = [old + new for old, new in zip(self.terms[0][0], omega)]
         self.terms[0] = (omega, params)
@@ -109,10 +109,8 @@ class RWALK(_PathIntegral):
         self, trunk: nn.Module, heads: Sequence[HeadSpec], *, lam: float, alpha: float = 0.9, eps: float = 1e-8
     ) -> None:
         super().__init__(trunk, heads, lam=lam)
-        self.alpha = as_number("alpha", alpha)
-        check_range("alpha", self.alpha, 0.0, 1.0, high_open=True)
-        self.eps = as_number("eps", eps)
-        check_range("eps", self.eps, 0.0, math.inf, low_open=True, high_open=True)
+        self.alpha = checked("alpha", alpha, 0.0, 1.0, high_open=True)
+        self.eps = checked("eps", eps, 0.0, math.inf, low_open=True, high_open=True)
         self._fisher: list[torch.Tensor] | None = None
         self._score: list[torch.Tensor] | None = None
 
