@@ -24,6 +24,7 @@ from agscl.groups import NodeLayer, discover_layers, head_input_layer
 from agscl.prox import shrink_factor
 
 PROX_FREQUENCIES = ("epoch", "step")
+BLOCK_FLOATS = 1 << 18  # prox step block: ~1 MiB of float32 temporaries, stays in cache
 
 
 def _weight_rows(layer: nn.Module) -> torch.Tensor:
@@ -116,33 +117,39 @@ class AGSCL(ContinualMethod):
 
     @torch.no_grad()
     def proximal_step(self, alpha: float) -> None:
-        """Apply eq. (7) with step size ``alpha`` to every node of every trunk layer."""
+        """Apply eq. (7) with step size ``alpha`` to every node of every trunk layer.
+
+        Rows are processed in blocks of about ``BLOCK_FLOATS`` so that the temporaries (the
+        drift ``theta - anchor``) stay in cache: the step reads weights and anchors once and
+        writes the weights once. ``torch.lerp`` is exact at both ends, so frozen groups equal
+        their anchor and untouched groups (threshold 0) equal themselves bit for bit.
+        """
         if self.anchor_w is None:
             self._snapshot_anchor()
         for index, layer in enumerate(self.layers):
             module = layer.module
+            weight = module.weight.detach()
+            rows = weight.view(weight.shape[0], -1) if weight.is_contiguous() else weight.flatten(1)
+            anchor = self.anchor_w[index].view(rows.shape)
+            bias = None if module.bias is None else module.bias.detach()
             omega = self.omega[index]
-            unimportant = omega == 0
-            tau_sparse = torch.full_like(omega, alpha * self.mu)
-            factor_sparse = shrink_factor(_group_norms(module), tau_sparse)
-            if bool(unimportant.all()):
-                self._scale_rows(module, factor_sparse)
-                continue
-            anchor_w, anchor_b = self.anchor_w[index], self.anchor_b[index]
-            gamma = shrink_factor(_group_norms(module, anchor_w, anchor_b), alpha * self.lam * omega)
-            # theta <- c_theta * theta + c_anchor * anchor, row by row.
-            c_theta = torch.where(unimportant, factor_sparse, gamma)
-            c_anchor = torch.where(unimportant, torch.zeros_like(gamma), 1.0 - gamma)
-            shape = (-1,) + (1,) * (module.weight.ndim - 1)
-            module.weight.mul_(c_theta.view(shape)).addcmul_(anchor_w, c_anchor.view(shape))
-            if module.bias is not None:
-                module.bias.mul_(c_theta).addcmul_(anchor_b, c_anchor)
-
-    @staticmethod
-    def _scale_rows(module: nn.Module, factor: torch.Tensor) -> None:
-        module.weight.mul_(factor.view((-1,) + (1,) * (module.weight.ndim - 1)))
-        if module.bias is not None:
-            module.bias.mul_(factor)
+            important = omega > 0
+            tau = torch.where(important, alpha * self.lam * omega, torch.full_like(omega, alpha * self.mu))
+            block = max(1, BLOCK_FLOATS // rows.shape[1])
+            for start in range(0, rows.shape[0], block):
+                part = slice(start, start + block)
+                keep = important[part]
+                # Unimportant rows shrink towards 0, important rows towards their anchor.
+                target = anchor[part] * keep.unsqueeze(1).to(anchor.dtype)
+                norm = torch.linalg.vector_norm(rows[part] - target, dim=1)
+                if bias is not None:
+                    target_b = torch.where(keep, self.anchor_b[index][part], torch.zeros_like(bias[part]))
+                    norm = torch.hypot(norm, bias[part] - target_b)
+                    bias[part] = torch.lerp(target_b, bias[part], shrink_factor(norm, tau[part]))
+                factor = shrink_factor(norm, tau[part]).unsqueeze(1)
+                torch.lerp(target, rows[part], factor, out=rows[part])
+            if rows.data_ptr() != weight.data_ptr():
+                weight.copy_(rows.view_as(weight))
 
     @torch.no_grad()
     def apply_masks(self) -> None:
