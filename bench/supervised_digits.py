@@ -1,0 +1,109 @@
+"""Every method on ``split_digits`` over several seeds, side by side.
+
+Runs the real trainer (``supervised.train``) in-process on the embedded scikit-learn digits
+(5 tasks of 2 digits, task order and digit pairs shuffled by seed; the preset schedule and
+hyperparameters of ``supervised.presets``), so it needs no data directory. Prints, per method,
+the mean and standard deviation over seeds of the final average accuracy, max-based
+forgetting, BWT, plasticity (against fine-tuning on the same seed), stability, the stored
+regularization floats and the wall time, and writes the same table as JSON.
+
+Run: ``python bench/supervised_digits.py [--seeds 0 1 2] [--methods ...] [--out bench/results]``.
+Wall times are for comparison inside one run only (shared machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from supervised.train import Config, UsageError, atomic_write_json, train
+
+DEFAULT_METHODS = ("finetune", "ewc", "online_ewc", "mas", "si", "rwalk", "hat", "agscl")
+
+
+def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return statistics.fmean(vals), statistics.pstdev(vals) if len(vals) > 1 else 0.0
+
+
+def run_all(methods: list[str], seeds: list[int], runs_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Train every (method, seed); fine-tuning first so plasticity has its reference."""
+    order = sorted(methods, key=lambda m: m != "finetune")
+    rows: dict[str, dict[str, list[Any]]] = {}
+    for method in order:
+        for seed in seeds:
+            config = Config(benchmark="split_digits", method=method, seed=seed, runs_dir=str(runs_dir),
+                            overwrite=True, progress=False, tensorboard=False, **overrides)
+            start = time.perf_counter()
+            result = train(config)
+            seconds = time.perf_counter() - start
+            row = rows.setdefault(method, {k: [] for k in ("acc", "forgetting", "bwt", "plasticity", "stability", "stored_floats", "seconds")})
+            row["acc"].append(result["average_accuracy"][-1])
+            for key in ("forgetting", "bwt", "plasticity", "stability", "stored_floats"):
+                row[key].append(result[key])
+            row["seconds"].append(seconds)
+            print(f"  {method:10s} seed {seed}: acc {result['average_accuracy'][-1]:.4f} "
+                  f"forgetting {result['forgetting']:.4f} ({seconds:.1f} s)", file=sys.stderr, flush=True)
+    return rows
+
+
+def table(rows: dict[str, dict[str, list[Any]]]) -> str:
+    head = f"{'method':11s} {'avg acc':>15s} {'forgetting':>15s} {'BWT':>16s} {'P':>13s} {'S':>13s} {'stored floats':>14s} {'s/run':>6s}"
+    lines = [head, "-" * len(head)]
+
+    def cell(values: list[Any], width: int, digits: int = 4) -> str:
+        ms = _mean_std(values)
+        return f"{'n/a':>{width}s}" if ms is None else f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}".rjust(width)
+
+    for method, row in rows.items():
+        floats = [int(v) for v in row["stored_floats"] if v is not None]
+        lines.append(
+            f"{method:11s} {cell(row['acc'], 15)} {cell(row['forgetting'], 15)} {cell(row['bwt'], 16)} "
+            f"{cell(row['plasticity'], 13, 3)} {cell(row['stability'], 13, 3)} "
+            f"{(str(max(floats)) if floats else 'n/a'):>14s} {statistics.fmean(row['seconds']):6.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    parser.add_argument("--epochs", type=int, default=None, help="override the preset epochs per task")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this tiny net)")
+    parser.add_argument("--out", default="bench/results", help="folder for supervised_digits.json")
+    parser.add_argument("--runs-dir", default=None, help="keep the runs here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    overrides: dict[str, Any] = {"threads": args.threads}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    with tempfile.TemporaryDirectory(prefix="bench_digits_") as tmp:
+        runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tmp)
+        try:
+            rows = run_all(args.methods, args.seeds, runs_dir, overrides)
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    text = table(rows)
+    print(f"split_digits, seeds {args.seeds}, torch {torch.__version__}, {os.cpu_count()} CPUs")
+    print(text)
+    payload = {"benchmark": "split_digits", "seeds": args.seeds, "overrides": overrides, "methods": rows, "table": text}
+    out = Path(args.out) / "supervised_digits.json"
+    atomic_write_json(out, payload)
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,774 @@
+"""Continual training on a vision benchmark: ``python -m supervised.train --benchmark ... --method ...``.
+
+One fresh optimizer per task, multi-head (task-aware) evaluation, the ``agscl`` protocol in the
+same hook order as the RL agent::
+
+    method.begin_task(t)
+    per epoch: per minibatch: loss = CE + method.penalty(); backward; step; method.after_step(lr)
+               method.end_epoch(lr)           # AGS-CL's proximal step by default (prox_every="epoch")
+    method.end_task(t, task.inputs("train"))  # trunk in eval mode: no dropout in the importances
+
+After every task the test accuracy of all tasks learned so far fills a row of the task-by-task
+matrix; ``runs/<run_name>/results.json`` (written atomically after every task) holds it with
+the metrics, the config, versions and per-task statistics, next to TensorBoard events in
+``tb/`` and ``checkpoint.pt`` from which ``--resume`` continues at the last finished task.
+
+Hyperparameters not given on the command line come from ``supervised.presets`` (the authors'
+values where published). Bad input (unknown benchmark, method or network, out-of-range values,
+missing data, a weights file that does not fit) ends with one line on stderr and exit code 2,
+before any file is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agscl.base import ContinualMethod, check_range
+from agscl import metrics as M
+from supervised import presets
+from supervised.networks import (
+    DEFAULT_NETWORK,
+    NETWORKS,
+    PLAIN_NETWORKS,
+    WeightsMismatchError,
+    build_heads,
+    build_trunk,
+    feature_dim,
+    load_pretrained,
+)
+
+RESULTS_FORMAT = "agscl-supervised-results/1"
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("plateau", "step", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+PROX_FREQUENCIES = ("epoch", "step")
+# Config fields that may change between an interrupted run and its resumption.
+RESUMABLE_FIELDS = ("resume", "overwrite", "progress", "tensorboard", "device", "threads", "data_dir", "runs_dir")
+
+
+class UsageError(ValueError):
+    """Bad user input: reported as one line, exit code 2."""
+
+
+@dataclass
+class Config:
+    """Continual training of one method on one benchmark (None: take the preset value)."""
+
+    benchmark: str = "split_digits"
+    """split_digits (no data needed), split_cifar100, split_cifar10_100, omniglot, cub200, mixture8"""
+    method: str = "agscl"
+    """finetune, ewc, online_ewc, mas, si, rwalk, agscl or hat"""
+    data_dir: str | None = None
+    """dataset root (default: $AGSCL_DATA_DIR, else ./data)"""
+    network: str | None = None
+    """trunk architecture (default: the paper's network for the benchmark)"""
+    weights: str | None = None
+    """pretrained trunk weights in torchvision's state_dict layout (alexnet, resnet18)"""
+    seed: int = 0
+    """seeds the task order, the validation split, initialization and shuffling"""
+    num_tasks: int | None = None
+    """keep only the first tasks (quick runs)"""
+    valid_fraction: float = 0.1
+    """fraction of each task's training data held out for validation (lr schedule)"""
+
+    epochs: int | None = None
+    """epochs per task (None: the benchmark's preset, as for every None below)"""
+    batch_size: int | None = None
+    """minibatch size"""
+    lr: float | None = None
+    """learning rate at the start of each task (also AGS-CL's proximal step size)"""
+    optimizer: str | None = None
+    """adam or sgd (momentum 0.9)"""
+    lr_schedule: str | None = None
+    """plateau (divide by lr_factor after lr_patience epochs without a better validation loss), step, constant"""
+    lr_patience: int | None = None
+    """plateau: epochs without a better validation loss before the lr drops"""
+    lr_factor: float | None = None
+    """plateau and step: divisor of the lr"""
+    lr_min: float | None = None
+    """lower bound of the lr"""
+    restore_best: bool = False
+    """end each task with the weights of its best validation-loss epoch (the released code did)"""
+
+    lam: float | None = None
+    """lambda: drift strength (agscl) or importance weight (ewc, online_ewc, mas, si, rwalk)"""
+    mu: float | None = None
+    """agscl: group-lasso strength on unimportant nodes"""
+    eta: float | None = None
+    """agscl: decay of the accumulated node importance, in (0, 1]"""
+    rho: float | None = None
+    """agscl: probability to re-initialize an unimportant node, in [0, 1]"""
+    prox_every: str | None = None
+    """agscl: proximal step per 'epoch' (released code) or per 'step' (paper equations)"""
+    zero_init: bool = True
+    """agscl: (I.1) zero-fix weights from unimportant into important nodes"""
+    rand_init: bool = True
+    """agscl: (I.2) re-initialize unimportant nodes with probability rho"""
+    gamma: float | None = None
+    """online_ewc: decay of the accumulated Fisher"""
+    xi: float | None = None
+    """si: damping of the path-integral importance"""
+    alpha: float | None = None
+    """rwalk: running-average factor of the Fisher"""
+    c: float | None = None
+    """hat: capacity regularization strength"""
+    smax: float | None = None
+    """hat: final gate slope"""
+
+    run_name: str | None = None
+    """default: <benchmark>_<method>_seed<seed>"""
+    runs_dir: str = "runs"
+    """results go to <runs_dir>/<run_name>/"""
+    label: str | None = None
+    """name of this run in plots and tables (default: method and ablations)"""
+    reference: str | None = None
+    """results.json of a finetune run on the same tasks, for plasticity (default: found in runs_dir)"""
+    resume: bool = False
+    """continue an interrupted run at its last finished task"""
+    overwrite: bool = False
+    """replace an existing run of the same name"""
+    device: str = "auto"
+    """auto (cuda when available), cpu or cuda"""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)"""
+    progress: bool = True
+    """progress bars over tasks and epochs"""
+    tensorboard: bool = True
+    """TensorBoard events in <run dir>/tb"""
+
+
+# --------------------------------------------------------------------------------------
+# configuration
+
+
+def method_names() -> tuple[str, ...]:
+    from agscl.registry import METHODS
+
+    return tuple(METHODS) + tuple(m for m in ("hat",) if m not in METHODS)
+
+
+def _check(name: str, value: float, low: float | None, high: float | None, **kw: bool) -> None:
+    try:
+        check_range(name, value, low, high, **kw)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"unknown {name} {value!r}: valid choices are {', '.join(choices)}")
+
+
+@dataclass
+class Resolved:
+    """A config with every preset filled in and checked."""
+
+    config: Config
+    network: str
+    schedule: dict[str, Any]
+    hparams: dict[str, Any]
+    run_dir: Path
+    label: str
+    device: torch.device
+
+
+def resolve(config: Config) -> Resolved:
+    """Fill presets and validate everything that needs no data; ``UsageError`` on bad input."""
+    from supervised.data import BENCHMARKS
+
+    _choice("benchmark", config.benchmark, tuple(BENCHMARKS))
+    _choice("method", config.method, method_names())
+    network = config.network or DEFAULT_NETWORK[config.benchmark]
+    _choice("network", network, NETWORKS)
+    if config.method in ("agscl", "hat") and network not in PLAIN_NETWORKS:
+        raise UsageError(
+            f"method {config.method!r} needs a plain Conv2d/Linear+ReLU chain network ({', '.join(PLAIN_NETWORKS)}); "
+            f"{network!r} has skip connections: use it with finetune, ewc, online_ewc, mas, si or rwalk"
+        )
+    _choice("device", config.device, DEVICES)
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' is not available here: valid choices on this machine are auto, cpu")
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if config.device == "auto" else config.device)
+    if config.seed < 0:
+        raise UsageError(f"seed={config.seed} must be >= 0")
+    if config.num_tasks is not None and config.num_tasks < 1:
+        raise UsageError(f"num_tasks={config.num_tasks} must be >= 1")
+    _check("valid_fraction", config.valid_fraction, 0.0, 1.0, high_open=True)
+    if config.threads is not None and config.threads < 1:
+        raise UsageError(f"threads={config.threads} must be >= 1")
+    if config.reference is not None and not Path(config.reference).exists():
+        raise UsageError(f"reference {config.reference!r} does not exist: give a finetune run's folder or results.json")
+    if config.weights is not None and not Path(config.weights).is_file():
+        raise UsageError(f"weights file {config.weights!r} does not exist")
+
+    schedule = presets.schedule_for(config.benchmark).as_dict()
+    for key in ("epochs", "batch_size", "lr", "optimizer", "lr_schedule", "lr_patience", "lr_factor", "lr_min"):
+        value = getattr(config, key)
+        if value is not None:
+            schedule[key] = value
+    if schedule["epochs"] < 1:
+        raise UsageError(f"epochs={schedule['epochs']} must be >= 1")
+    if schedule["batch_size"] < 1:
+        raise UsageError(f"batch_size={schedule['batch_size']} must be >= 1")
+    _check("lr", schedule["lr"], 0.0, None, low_open=True)
+    _choice("optimizer", schedule["optimizer"], OPTIMIZERS)
+    _choice("lr_schedule", schedule["lr_schedule"], LR_SCHEDULES)
+    if schedule["lr_patience"] < 1:
+        raise UsageError(f"lr_patience={schedule['lr_patience']} must be >= 1")
+    _check("lr_factor", schedule["lr_factor"], 1.0, None)
+    _check("lr_min", schedule["lr_min"], 0.0, None)
+
+    hparams = presets.hparams_for(config.benchmark, config.method)
+    allowed = presets.METHOD_HPARAMS[config.method]
+    for key in ("lam", "mu", "eta", "rho", "prox_every", "gamma", "xi", "alpha", "c", "smax"):
+        value = getattr(config, key)
+        if value is None:
+            continue
+        if key not in allowed:
+            accepted = ", ".join(f"--{k.replace('_', '-')}" for k in allowed) or "none"
+            raise UsageError(f"--{key.replace('_', '-')} does not apply to method {config.method!r} (it takes: {accepted})")
+        hparams[key] = value
+    ranges = {
+        "lam": (0.0, None, {}), "mu": (0.0, None, {}), "eta": (0.0, 1.0, {"low_open": True}),
+        "rho": (0.0, 1.0, {}), "gamma": (0.0, 1.0, {"low_open": True}), "xi": (0.0, None, {"low_open": True}),
+        "alpha": (0.0, 1.0, {"high_open": True}), "c": (0.0, None, {}), "smax": (1.0, None, {}),
+    }
+    for key, value in hparams.items():
+        if key in ranges:
+            low, high, kw = ranges[key]
+            _check(key, float(value), low, high, **kw)
+    if "prox_every" in hparams:
+        _choice("prox_every", hparams["prox_every"], PROX_FREQUENCIES)
+    if config.method == "agscl":
+        hparams["zero_init"] = config.zero_init
+        hparams["rand_init"] = config.rand_init
+    elif not (config.zero_init and config.rand_init):
+        raise UsageError(f"--no-zero-init / --no-rand-init are AGS-CL ablations; method {config.method!r} has no re-initialization")
+
+    run_name = config.run_name or f"{config.benchmark}_{config.method}_seed{config.seed}"
+    if not run_name or os.sep in run_name or run_name in (".", ".."):
+        raise UsageError(f"run_name={run_name!r} must be a plain folder name")
+    label = config.label or default_label(config.method, hparams)
+    return Resolved(config, network, schedule, hparams, Path(config.runs_dir) / run_name, label, device)
+
+
+def default_label(method: str, hparams: dict[str, Any]) -> str:
+    """``agscl``, ``agscl w/o (I.1)``, ``agscl w/o (I.2)`` or ``agscl w/o re-init``; else the method."""
+    if method != "agscl":
+        return method
+    zero, rand = hparams.get("zero_init", True), hparams.get("rand_init", True)
+    if zero and rand:
+        return "agscl"
+    if not zero and not rand:
+        return "agscl w/o re-init"
+    return "agscl w/o (I.1)" if not zero else "agscl w/o (I.2)"
+
+
+def identity(resolved: Resolved) -> dict[str, Any]:
+    """What defines a run (compared on resume): config minus I/O knobs, plus the resolved values."""
+    config = {k: v for k, v in dataclasses.asdict(resolved.config).items() if k not in RESUMABLE_FIELDS}
+    return {"config": config, "network": resolved.network, "schedule": resolved.schedule, "hparams": resolved.hparams}
+
+
+# --------------------------------------------------------------------------------------
+# small helpers
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _json_clean(value: Any) -> Any:
+    """NaN/inf -> None, numpy -> python, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _json_clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_clean(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write_bytes(path, (json.dumps(_json_clean(payload), indent=1, allow_nan=False) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, Any]:
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    try:
+        from importlib.metadata import version
+
+        info["agscl-atari"] = version("agscl-atari")
+    except Exception:  # noqa: BLE001 - not installed as a package
+        info["agscl-atari"] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
+        info["git_commit"] = commit.stdout.strip() or None
+    except Exception:  # noqa: BLE001 - no git here
+        info["git_commit"] = None
+    return info
+
+
+def task_context(method: ContinualMethod, task: int) -> contextlib.AbstractContextManager[Any]:
+    """Methods with task-conditioned trunks (HAT) select the task's gates; others need nothing."""
+    use_task = getattr(method, "use_task", None)
+    return use_task(task) if callable(use_task) else contextlib.nullcontext()
+
+
+def _batch_generator(seed: int, task: int, epoch: int) -> torch.Generator:
+    """Shuffling stream per (seed, task, epoch): a resumed run sees the same batches."""
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence([seed, task, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1))
+    return g
+
+
+@torch.no_grad()
+def evaluate(trunk: nn.Module, heads: nn.ModuleList, method: ContinualMethod, task_data: Any, task: int,
+             split: str, batch_size: int, device: torch.device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``task``'s head on ``split`` (eval mode)."""
+    trunk.eval()
+    heads.eval()
+    total_loss, hits, count = 0.0, 0, 0
+    with task_context(method, task):
+        for x, y in task_data.batches(split, batch_size, device=device):
+            logits = heads[task](trunk(x))
+            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            hits += int((logits.argmax(dim=1) == y).sum())
+            count += y.shape[0]
+    if count == 0:
+        return float("nan"), float("nan")
+    return total_loss / count, hits / count
+
+
+def _group_tensors(layers: list[Any]) -> list[torch.Tensor]:
+    """Per plain-chain layer: its groups as rows (weight row + bias)."""
+    rows = []
+    for layer in layers:
+        w = layer.module.weight.detach().reshape(layer.module.weight.shape[0], -1)
+        b = layer.module.bias
+        rows.append(torch.cat([w, b.detach().unsqueeze(1)], dim=1) if b is not None else w)
+    return rows
+
+
+def capacity_measures(layers: list[Any] | None, before: list[torch.Tensor] | None) -> dict[str, float]:
+    """Method-independent node measures: fraction of groups exactly zero and of groups that
+    did not move during the task (``before``: groups at the start of the task)."""
+    if not layers:
+        return {}
+    now = _group_tensors(layers)
+    total = sum(r.shape[0] for r in now)
+    zero = sum(int((r == 0).all(dim=1).sum()) for r in now)
+    out = {"zero_group_fraction": zero / total}
+    if before is not None:
+        same = sum(int((r == b).all(dim=1).sum()) for r, b in zip(now, before))
+        out["unchanged_group_fraction"] = same / total
+    return out
+
+
+def _make_optimizer(params: list[nn.Parameter], schedule: dict[str, Any]) -> torch.optim.Optimizer:
+    if schedule["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=schedule["lr"], momentum=0.9)
+    return torch.optim.Adam(params, lr=schedule["lr"])
+
+
+def build_method(resolved: Resolved, trunk: nn.Module, heads: nn.ModuleList) -> ContinualMethod:
+    """The configured method on ``trunk`` / ``heads`` (registry methods and HAT)."""
+    name, hp = resolved.config.method, dict(resolved.hparams)
+    if name == "hat":
+        from supervised.hat import HAT
+
+        return HAT(trunk, heads, num_tasks=len(heads), **hp)
+    from agscl.registry import make_method
+
+    if name == "agscl":
+        hp["seed"] = resolved.config.seed
+    return make_method(name, trunk, heads, **hp)
+
+
+# --------------------------------------------------------------------------------------
+# metrics
+
+
+def summarize(acc: np.ndarray, done: int, reference_diag: np.ndarray | None) -> dict[str, Any]:
+    """Metrics of the finished ``done x done`` block of the accuracy matrix."""
+    if done == 0:
+        return {"average_accuracy": [], "forgetting": None, "bwt": None, "plasticity": None, "stability": None}
+    a = acc[:done, :done]
+    out: dict[str, Any] = {
+        "average_accuracy": M.average_score(a).tolist(),
+        "forgetting": M.forgetting(a),
+        "bwt": M.backward_transfer(a),
+        "stability": M.stability(a),
+        "stability_per_task": M.stability_per_task(a).tolist(),
+        "plasticity": None,
+        "plasticity_per_task": None,
+    }
+    if reference_diag is not None and reference_diag.shape[0] >= done:
+        ref = reference_diag[:done]
+        out["plasticity"] = M.plasticity(a, ref)
+        out["plasticity_per_task"] = M.plasticity_per_task(a, ref).tolist()
+    return out
+
+
+def _same_schedule(path: Path, schedule: dict[str, Any]) -> bool:
+    try:
+        return json.loads(path.read_text()).get("schedule") == schedule
+    except (OSError, ValueError):
+        return False
+
+
+def load_reference(resolved: Resolved, task_names: list[str]) -> tuple[np.ndarray | None, str | None]:
+    """Diagonal ``A*_i`` of a fine-tuning run on the same task sequence, for plasticity."""
+    config = resolved.config
+    candidates: list[Path]
+    if config.reference is not None:
+        candidates = [Path(config.reference)]
+        if candidates[0].is_dir():
+            candidates = [candidates[0] / "results.json"]
+    elif config.method == "finetune":
+        return None, "self"
+    else:
+        candidates = sorted(Path(config.runs_dir).glob("*/results.json"))
+        candidates.sort(key=lambda p: not _same_schedule(p, resolved.schedule))  # same schedule first
+    for path in candidates:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            if config.reference is not None:
+                raise UsageError(f"reference {str(path)!r} is not a readable results.json") from None
+            continue
+        names = [t["name"] for t in data.get("benchmark", {}).get("tasks", [])]
+        ok = (data.get("format") == RESULTS_FORMAT and data.get("config", {}).get("method") == "finetune"
+              and data.get("benchmark", {}).get("name") == config.benchmark and names[: len(task_names)] == task_names)
+        diag = [row[i] if row is not None and i < len(row) else None for i, row in enumerate(data.get("accuracy", []))]
+        if ok and len(diag) >= len(task_names) and all(d is not None for d in diag[: len(task_names)]):
+            return np.array(diag[: len(task_names)], dtype=np.float64), str(path)
+        if config.reference is not None:
+            raise UsageError(
+                f"reference {str(path)!r} is not a finished finetune run on the same {config.benchmark} task sequence"
+            )
+    return None, None
+
+
+# --------------------------------------------------------------------------------------
+# the training run
+
+
+def _progress(iterable: Any, enabled: bool, **kw: Any) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, dynamic_ncols=True, file=sys.stderr, **kw)
+
+
+class _NullWriter:
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def train(config: Config) -> dict[str, Any]:
+    """Run (or resume) the continual sequence; returns the final results dict."""
+    resolved = resolve(config)
+    run_dir = resolved.run_dir
+    checkpoint_path, results_path = run_dir / "checkpoint.pt", run_dir / "results.json"
+    checkpoint: dict[str, Any] | None = None
+    if config.resume and checkpoint_path.is_file():
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        stored, current = checkpoint["identity"], identity(resolved)
+        if stored != current:
+            diff = _first_difference(stored, current)
+            raise UsageError(f"cannot resume {str(run_dir)!r}: {diff} differs from the interrupted run")
+    elif not config.overwrite and (checkpoint_path.exists() or results_path.exists()):
+        raise UsageError(f"run {str(run_dir)!r} already exists: pass --resume to continue it or --overwrite to replace it")
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    # Network (and its weights file) before any data: a bad file fails fast.
+    from supervised.data import INPUT_SHAPES, DatasetMissingError, load_benchmark
+
+    input_shape = INPUT_SHAPES[config.benchmark]
+    trunk = build_trunk(resolved.network, input_shape)
+    if config.weights is not None:
+        try:
+            load_pretrained(trunk, resolved.network, config.weights)
+        except WeightsMismatchError as exc:
+            raise UsageError(str(exc)) from None
+    if config.method in ("agscl", "hat"):
+        from agscl.groups import discover_layers
+
+        try:
+            discover_layers(trunk)
+        except ValueError as exc:
+            raise UsageError(f"method {config.method!r} cannot use network {resolved.network!r}: {exc}") from None
+
+    try:
+        bench = load_benchmark(config.benchmark, config.data_dir, seed=config.seed,
+                               valid_fraction=config.valid_fraction, num_tasks=config.num_tasks)
+    except DatasetMissingError as exc:
+        raise UsageError(" ".join(str(exc).split())) from None
+    if config.weights is None and resolved.network in ("alexnet", "resnet18") and config.benchmark == "cub200":
+        print(f"warning: {resolved.network} without --weights trains from scratch (the paper used ImageNet weights)", file=sys.stderr)
+
+    device = resolved.device
+    trunk.to(device)
+    heads = build_heads(feature_dim(trunk, input_shape), bench.num_classes).to(device)
+    method = build_method(resolved, trunk, heads)
+    num_tasks = len(bench.tasks)
+    task_names = [t.name for t in bench.tasks]
+    reference_diag, reference_path = load_reference(resolved, task_names)
+
+    acc = np.full((num_tasks, num_tasks), np.nan)
+    per_task: list[dict[str, Any]] = []
+    timeline: list[dict[str, Any]] = []
+    start_task, elapsed_before = 0, 0.0
+    if checkpoint is not None:
+        trunk.load_state_dict(checkpoint["trunk"])
+        heads.load_state_dict(checkpoint["heads"])
+        method.load_state_dict(checkpoint["method"])
+        start_task = int(checkpoint["next_task"])
+        acc[:start_task, :] = np.array(checkpoint["accuracy"], dtype=np.float64)[:start_task, :num_tasks]
+        per_task, timeline = list(checkpoint["per_task"]), list(checkpoint["timeline"])
+        elapsed_before = float(checkpoint["seconds"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        if device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(checkpoint["cuda_rng"])
+
+    layers = None
+    if resolved.network in PLAIN_NETWORKS:
+        from agscl.groups import discover_layers
+
+        layers = discover_layers(trunk)
+    extra_params = list(method.parameters()) if callable(getattr(method, "parameters", None)) else []
+
+    header = {
+        "format": RESULTS_FORMAT,
+        "run_name": run_dir.name,
+        "label": resolved.label,
+        "config": dataclasses.asdict(config),
+        "network": {"name": resolved.network, "trunk_parameters": sum(p.numel() for p in trunk.parameters()),
+                    "nodes": None if layers is None else sum(l.num_nodes for l in layers)},
+        "schedule": resolved.schedule,
+        "hparams": resolved.hparams,
+        "preset_sources": {"schedule": presets.source_of(config.benchmark, "schedule"),
+                           "method": presets.source_of(config.benchmark, config.method)},
+        "versions": versions(),
+        "device": str(device),
+        "benchmark": {"name": bench.name, "input_shape": list(bench.input_shape),
+                      "tasks": [{"name": t.name, "num_classes": t.num_classes, "train": t.size("train"),
+                                 "valid": t.size("valid"), "test": t.size("test")} for t in bench.tasks]},
+        "reference": reference_path,
+    }
+
+    def results(done: int, seconds: float) -> dict[str, Any]:
+        ref = np.diag(acc) if config.method == "finetune" else reference_diag
+        out = dict(header)
+        out.update(finished=done == num_tasks, tasks_done=done, seconds=seconds,
+                   accuracy=[[acc[i, j] if (i < done and j <= i) else None for j in range(num_tasks)] for i in range(num_tasks)])
+        out.update(summarize(acc, done, ref))
+        last = per_task[-1]["stats"] if per_task else {}
+        out["stored_floats"] = last.get("stored_floats")
+        out["per_task"] = per_task
+        out["timeline"] = timeline
+        return out
+
+    if start_task >= num_tasks:
+        final = results(num_tasks, elapsed_before)
+        atomic_write_json(results_path, final)
+        return final
+
+    if checkpoint is None and config.overwrite:
+        # A replaced run starts clean: no stale events or checkpoint of the old one.
+        shutil.rmtree(run_dir / "tb", ignore_errors=True)
+        checkpoint_path.unlink(missing_ok=True)
+    writer: Any = _NullWriter()
+    if config.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+    schedule = resolved.schedule
+    epochs, batch_size = int(schedule["epochs"]), int(schedule["batch_size"])
+    run_start = time.perf_counter()
+    try:
+        task_bar = _progress(range(start_task, num_tasks), config.progress, desc=f"{resolved.label} tasks",
+                             initial=start_task, total=num_tasks)
+        for t in task_bar:
+            task_data = bench.tasks[t]
+            task_start = time.perf_counter()
+            n_batches = math.ceil(task_data.size("train") / batch_size)
+            if callable(getattr(method, "set_epoch_length", None)):
+                method.set_epoch_length(n_batches)
+            method.begin_task(t)
+            before = _group_tensors(layers) if layers else None
+            before = [b.clone() for b in before] if before else None
+            optimizer = _make_optimizer(list(trunk.parameters()) + list(heads.parameters()) + extra_params, schedule)
+            lr, best_loss, patience = float(schedule["lr"]), math.inf, int(schedule["lr_patience"])
+            best_state: dict[str, Any] | None = None
+            epoch_bar = _progress(range(epochs), config.progress, desc=f"task {t} ({task_data.name})", leave=False)
+            for epoch in epoch_bar:
+                trunk.train()
+                heads.train()
+                loss_sum, penalty_sum, hits, count = 0.0, 0.0, 0, 0
+                generator = _batch_generator(config.seed, t, epoch)
+                for x, y in task_data.batches("train", batch_size, shuffle=True, generator=generator, device=device):
+                    logits = heads[t](trunk(x))
+                    ce = F.cross_entropy(logits, y)
+                    penalty = method.penalty()
+                    loss = ce + penalty
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    method.after_step(lr)
+                    loss_sum += float(ce.detach()) * y.shape[0]
+                    penalty_sum += float(penalty.detach()) * y.shape[0]
+                    hits += int((logits.detach().argmax(dim=1) == y).sum())
+                    count += y.shape[0]
+                method.end_epoch(lr)
+                valid_loss, valid_acc = evaluate(trunk, heads, method, task_data, t, "valid", max(batch_size, 256), device)
+                record = {"task": t, "epoch": epoch, "lr": lr, "train_loss": loss_sum / max(count, 1),
+                          "train_acc": hits / max(count, 1), "penalty": penalty_sum / max(count, 1),
+                          "valid_loss": valid_loss, "valid_acc": valid_acc}
+                timeline.append(record)
+                step = t * epochs + epoch
+                for key in ("train_loss", "train_acc", "penalty", "valid_loss", "valid_acc", "lr"):
+                    if math.isfinite(record[key]):
+                        writer.add_scalar(f"epoch/{key}", record[key], step)
+                if config.progress and hasattr(epoch_bar, "set_postfix"):
+                    epoch_bar.set_postfix(loss=f"{record['train_loss']:.3f}", valid=f"{valid_acc:.3f}", lr=f"{lr:.1e}")
+                # learning-rate schedule and best-epoch tracking on the validation loss
+                if math.isfinite(valid_loss) and valid_loss < best_loss:
+                    best_loss, patience = valid_loss, int(schedule["lr_patience"])
+                    if config.restore_best:
+                        best_state = {"trunk": {k: v.clone() for k, v in trunk.state_dict().items()},
+                                      "heads": {k: v.clone() for k, v in heads.state_dict().items()}}
+                elif schedule["lr_schedule"] == "plateau" and math.isfinite(valid_loss):
+                    patience -= 1
+                    if patience <= 0:
+                        lr = max(lr / float(schedule["lr_factor"]), float(schedule["lr_min"]))
+                        patience = int(schedule["lr_patience"])
+                if schedule["lr_schedule"] == "step" and (epoch + 1) in schedule["milestones"]:
+                    lr = max(lr / float(schedule["lr_factor"]), float(schedule["lr_min"]))
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            if best_state is not None:
+                trunk.load_state_dict(best_state["trunk"])
+                heads.load_state_dict(best_state["heads"])
+            measures = capacity_measures(layers, before)
+            trunk.eval()
+            method.end_task(t, task_data.inputs("train", batch_size=max(batch_size, 256), device=device))
+            for j in range(t + 1):
+                acc[t, j] = evaluate(trunk, heads, method, bench.tasks[j], j, "test", max(batch_size, 256), device)[1]
+            stats = {k: float(v) for k, v in method.statistics().items()}
+            stats.update(measures)
+            per_task.append({"task": t, "name": task_data.name, "seconds": time.perf_counter() - task_start,
+                             "final_lr": lr, "stats": stats})
+            seconds = elapsed_before + time.perf_counter() - run_start
+            current = results(t + 1, seconds)
+            for j in range(t + 1):
+                writer.add_scalar(f"accuracy/task_{j}", acc[t, j], t)
+            writer.add_scalar("metrics/average_accuracy", current["average_accuracy"][-1], t)
+            for key in ("forgetting", "bwt", "stability", "plasticity"):
+                if current[key] is not None:
+                    writer.add_scalar(f"metrics/{key}", current[key], t)
+            for key, value in stats.items():
+                writer.add_scalar(f"method/{key}", value, t)
+            atomic_torch_save(checkpoint_path, {
+                "identity": identity(resolved), "next_task": t + 1,
+                "trunk": trunk.state_dict(), "heads": heads.state_dict(), "method": method.state_dict(),
+                "accuracy": np.nan_to_num(acc, nan=-1.0).tolist(), "per_task": per_task, "timeline": timeline,
+                "seconds": seconds, "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            })
+            atomic_write_json(results_path, current)
+            if config.progress and hasattr(task_bar, "set_postfix"):
+                task_bar.set_postfix(avg_acc=f"{current['average_accuracy'][-1]:.3f}")
+    finally:
+        writer.close()
+    return current
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+    return f"{path or 'config'} ({a!r} then, {b!r} now)"
+
+
+def format_matrix(result: dict[str, Any]) -> str:
+    """The accuracy matrix and headline metrics as text."""
+    lines = []
+    for i, row in enumerate(result["accuracy"]):
+        if i >= result["tasks_done"]:
+            break
+        lines.append(" ".join(f"{100 * v:6.1f}" if v is not None else "     -" for v in row[: i + 1]))
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    lines.append(
+        f"average accuracy {fmt(result['average_accuracy'][-1] if result['average_accuracy'] else None)}  "
+        f"forgetting {fmt(result['forgetting'])}  BWT {fmt(result['bwt'])}  "
+        f"P {fmt(result['plasticity'])}  S {fmt(result['stability'])}  stored floats {result['stored_floats']}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tyro
+
+    config = tyro.cli(Config, args=argv, description=__doc__.split("\n\n")[0])
+    try:
+        result = train(config)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_matrix(result))
+    print(f"results: {Path(config.runs_dir) / result['run_name'] / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
