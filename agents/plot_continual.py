@@ -1,0 +1,166 @@
+"""Figure 7 of the AGS-CL paper from results files alone, and the table behind it.
+
+    python agents/plot_continual.py runs/A runs/B ... --reference runs/FT [--out fig.png]
+
+(a) accumulated normalized return over the timeline: at every evaluation, the sum over the
+games learned so far of (mean score / best mean score of the fine-tuning reference on that
+game); (b) plasticity per game ``A[i,i] / A_FT[i,i]`` and (c) stability per game
+``A[T,j] / max_{j<=i<=T} A[i,j]`` (``agscl.metrics``), over the games each run finished.
+Without ``--reference`` the first given run whose method is ``finetune`` is the reference.
+Bad input (missing or foreign results, a reference that does not cover the games) is one
+line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import tyro
+
+from agents.results import games_done, load_results, normalized, reference_maxima, score_matrix
+from agscl.metrics import plasticity_per_task, stability_per_task
+
+
+@dataclass
+class PlotArgs:
+    runs: tyro.conf.Positional[tuple[str, ...]]
+    """run directories (or results.json files) to compare"""
+    reference: Optional[str] = None
+    """the fine-tuning run that normalizes scores (default: the first given run with method finetune)"""
+    out: Optional[str] = None
+    """PNG to write (default: continual_plot.png next to the first run); a .csv of the table goes beside it"""
+    labels: Optional[tuple[str, ...]] = None
+    """legend labels, one per run (default: run directory name)"""
+
+
+@dataclass
+class RunSummary:
+    label: str
+    method: str
+    games: list[str]
+    steps: np.ndarray  # evaluation global steps
+    accumulated: np.ndarray  # accumulated normalized return at those steps
+    boundaries: list[int]  # global step at the end of each finished game
+    plasticity: np.ndarray  # per finished game
+    stability: np.ndarray
+
+
+def summarize(label: str, results: dict[str, Any], reference: dict[str, Any], ref_where: str) -> RunSummary:
+    """Everything plotted for one run; ``ValueError`` when the reference does not cover it."""
+    games = list(results["games"])
+    ref_max = reference_maxima(reference, games, ref_where)
+    steps, acc, bounds = [], [], []
+    for entry in results["timeline"]:
+        steps.append(entry["global_step"])
+        acc.append(normalized(entry["scores"], ref_max)[1])
+        if entry.get("boundary"):
+            bounds.append(entry["global_step"])
+    n = games_done(results)
+    a = score_matrix(results)[:n, :n]
+    ref_games = list(reference["games"])
+    ref_a = score_matrix(reference)
+    ref_done = games_done(reference)
+    missing = [g for g in games[:n] if g not in ref_games or ref_games.index(g) >= ref_done]
+    if missing:
+        raise ValueError(f"reference run {ref_where} did not finish games {', '.join(missing)}: no end-of-game score for plasticity")
+    ref_diag = np.array([ref_a[ref_games.index(g), ref_games.index(g)] for g in games[:n]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = plasticity_per_task(a, ref_diag) if n else np.zeros(0)
+        s = stability_per_task(a) if n else np.zeros(0)
+    return RunSummary(label, str(results["config"].get("method", "?")), games, np.array(steps), np.array(acc), bounds, p, s)
+
+
+def table(summaries: Sequence[RunSummary]) -> list[list[str]]:
+    """Rows: run, method, finished games, final accumulated normalized return, mean P, mean S,
+    then P and S of each game."""
+    games = max((s.games for s in summaries), key=len)
+    header = ["run", "method", "games_done", "accumulated_normalized", "P_mean", "S_mean"]
+    header += [f"P_{g}" for g in games] + [f"S_{g}" for g in games]
+    rows = [header]
+    for s in summaries:
+        n = len(s.plasticity)
+        fmt = lambda v: f"{v:.3f}" if np.isfinite(v) else "nan"  # noqa: E731
+        row = [s.label, s.method, str(n), fmt(s.accumulated[-1]) if s.accumulated.size else "nan",
+               fmt(float(np.mean(s.plasticity))) if n else "nan", fmt(float(np.mean(s.stability))) if n else "nan"]
+        row += [fmt(s.plasticity[j]) if j < n and s.games[j] == g else "" for j, g in enumerate(games)]
+        row += [fmt(s.stability[j]) if j < n and s.games[j] == g else "" for j, g in enumerate(games)]
+        rows.append(row)
+    return rows
+
+
+def draw(summaries: Sequence[RunSummary], out: str, reference_label: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    ax = axes[0]
+    for s in summaries:
+        ax.plot(s.steps, s.accumulated, marker=".", label=f"{s.label} ({s.method})")
+    for b in summaries[0].boundaries:
+        ax.axvline(b, color="grey", lw=0.5, ls="--")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("accumulated normalized return")
+    ax.set_title(f"(a) normalized by {reference_label}'s best score per game")
+    ax.legend(fontsize=8)
+    games = max((s.games for s in summaries), key=len)
+    width = 0.8 / max(1, len(summaries))
+    for ax, attr, title in ((axes[1], "plasticity", "(b) plasticity per game"), (axes[2], "stability", "(c) stability per game")):
+        for k, s in enumerate(summaries):
+            values = getattr(s, attr)
+            x = np.arange(len(values)) + (k - (len(summaries) - 1) / 2) * width
+            ax.bar(x, np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), width, label=s.label)
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_xticks(np.arange(len(games)), games, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = f"{out}.tmp{os.getpid()}.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = tyro.cli(PlotArgs, args=argv, description=__doc__.split("\n\n")[0])
+    try:
+        if not args.runs:
+            raise ValueError("give at least one run directory")
+        if args.labels is not None and len(args.labels) != len(args.runs):
+            raise ValueError(f"--labels has {len(args.labels)} entries for {len(args.runs)} runs")
+        runs = [load_results(r) for r in args.runs]
+        ref_where = args.reference
+        if ref_where is None:
+            ref_where = next((r for r, res in zip(args.runs, runs) if res["config"].get("method") == "finetune"), None)
+            if ref_where is None:
+                raise ValueError("no --reference given and none of the runs is a finetune run: pass --reference runs/<finetune run>")
+        reference = load_results(ref_where)
+        labels = args.labels or tuple(os.path.basename(os.path.normpath(r)) for r in args.runs)
+        summaries = [summarize(lab, res, reference, ref_where) for lab, res in zip(labels, runs)]
+    except ValueError as exc:
+        print(f"plot_continual: error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or os.path.join(os.path.dirname(os.path.normpath(args.runs[0])) or ".", "continual_plot.png")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    rows = table(summaries)
+    draw(summaries, out, os.path.basename(os.path.normpath(ref_where)))
+    csv_path = os.path.splitext(out)[0] + ".csv"
+    tmp = f"{csv_path}.tmp{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    os.replace(tmp, csv_path)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(f"plot: {out}\ntable: {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,887 @@
+"""Continual PPO on a sequence of Atari games, regularized between games (cleanrl style).
+
+One agent learns the games in order, each once (pure continual learning): a shared Nature-CNN
+trunk and one actor and one critic head per game. Between games a continual-learning method
+from :mod:`agscl` (``finetune``, ``ewc``, ``online_ewc``, ``mas``, ``agscl``) protects what
+the trunk learned, driven through the one protocol of :mod:`agscl.base`::
+
+    python agents/ppo_continual.py --games StarGunner Boxing --method agscl --steps-per-game 1000000
+    python agents/ppo_continual.py --preset paper --method agscl           # the authors' setting
+    python agents/ppo_continual.py --resume runs/<run_name>                # continue a killed run
+
+Everything lands in ``runs/<run_name>/``: TensorBoard events, ``results.json`` (config,
+versions, the game-by-game score matrix, the evaluation timeline, regularizer statistics;
+rewritten atomically after every evaluation) and ``ckpt/`` (``latest.pt``, updated at game
+boundaries and every ``--checkpoint-every`` steps, and ``game<i>.pt`` after each game).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.distributions.categorical import Categorical
+
+from agents.results import (
+    RESULTS_FILE,
+    load_results,
+    normalized,
+    reference_maxima,
+    write_json_atomic,
+)
+from agscl.registry import make_method
+from envs.atari import MAX_EPISODE_FRAMES, OBS_SHAPE, PAPER_GAMES, SEQUENCES, make_atari, resolve_games
+
+METHOD_CHOICES = ("finetune", "ewc", "online_ewc", "mas", "agscl")
+#: The authors' code computed RL importances about 21x larger than the plain mean activation
+#: used here, so their lambda corresponds to ``OMEGA_SCALE * lambda`` here.
+OMEGA_SCALE = 21.0
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Args:
+    exp_name: str = "ppo_continual"
+    """the name of this experiment (first part of the default run name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda is used when available"""
+    run_name: Optional[str] = None
+    """directory name under --runs-dir (default: <exp_name>__<method>__<seed>__<unix time>); must not exist"""
+    runs_dir: str = "runs"
+    """where run directories are created"""
+    preset: Literal["none", "paper"] = "none"
+    """`paper`: the authors' configuration (8 paper games, 10M steps each, 128 envs x 64 steps, 10 epochs,
+    64 minibatches, Adam 3e-4, no entropy bonus, 4x-wide trunk conv 128/256/128, mu=0.1,
+    agscl-lambda=100*21); flags given explicitly still override it"""
+    resume: Optional[str] = None
+    """continue the run in this directory from its last checkpoint, with its stored config (other flags are ignored)"""
+    reference_run: Optional[str] = None
+    """a finished fine-tuning run whose best score per game normalizes the returns (paper Figure 7a)"""
+
+    # continual setting
+    games: tuple[str, ...] = ("StarGunner", "Boxing")
+    """the games, learned in this order; a named sequence (`paper`) may be given instead of names"""
+    sequence: Optional[Literal["paper"]] = None
+    """a named game sequence instead of --games (`paper`: StarGunner Boxing VideoPinball CrazyClimber Gopher Robotank DemonAttack NameThisGame)"""
+    steps_per_game: int = 10_000_000
+    """environment steps per game (rounded down to whole PPO updates)"""
+    backend: Literal["envpool", "ale"] = "envpool"
+    """vector-environment backend (same observations and rewards)"""
+    env_threads: int = 0
+    """emulator threads (0: the backend's default)"""
+
+    # network
+    width: int = 1
+    """width multiplier of the trunk's conv channels (the authors used 4)"""
+    channels: tuple[int, int, int] = (32, 64, 64)
+    """conv channels of the Nature-CNN trunk before --width (the authors: 32 64 32 with width 4 = 128 256 128)"""
+    hidden: int = 512
+    """units of the trunk's fully connected layer"""
+
+    # continual-learning method
+    method: Literal["finetune", "ewc", "online_ewc", "mas", "agscl"] = "agscl"
+    """the continual-learning method"""
+    mu: float = 0.1
+    """AGS-CL: group-lasso strength on unimportant nodes"""
+    agscl_lambda: float = 100.0 * OMEGA_SCALE
+    """AGS-CL: drift-penalty strength on important nodes; Omega here is the plain mean activation, about
+    1/21 of the authors' RL Omega, so their lambda 100 / 1000 is 2100 / 21000 here"""
+    eta: float = 0.9
+    """AGS-CL: decay of the accumulated importance, in (0, 1]"""
+    rho: float = 0.3
+    """AGS-CL: probability of re-initializing an unimportant node's incoming weights, in [0, 1]"""
+    prox_every: Literal["epoch", "step"] = "epoch"
+    """AGS-CL: proximal step once per PPO epoch (the authors' code) or after every optimizer step (the paper's equations)"""
+    zero_init: bool = True
+    """AGS-CL: zero-fix weights from unimportant nodes into important nodes and learned heads (I.1)"""
+    rand_init: bool = True
+    """AGS-CL: re-initialize unimportant nodes (I.2)"""
+    ewc_lambda: float = 1e4
+    """EWC / online EWC: penalty strength"""
+    ewc_gamma: float = 1.0
+    """online EWC: decay of the running Fisher, in [0, 1]"""
+    mas_lambda: float = 1.0
+    """MAS: penalty strength"""
+    importance_obs: int = 4096
+    """observations of a finished game, collected with the trained policy, for the method's importance (Omega, Fisher, MAS)"""
+    importance_batch: int = 256
+    """batch size in which those observations are passed to the method"""
+
+    # evaluation and checkpoints
+    eval_every: int = 1_000_000
+    """evaluate every game learned so far every this many steps of a game (0: only after each game)"""
+    eval_episodes: int = 30
+    """whole games per evaluation and game (the paper used 30)"""
+    eval_envs: int = 8
+    """parallel environments per evaluation"""
+    eval_max_frames: int = MAX_EPISODE_FRAMES
+    """cap on an evaluation game's length in emulator frames (default: the standard 27000 steps x 4 frames)"""
+    eval_greedy: bool = False
+    """evaluate the most likely action instead of sampling the policy"""
+    checkpoint_every: int = 500_000
+    """steps between periodic checkpoints within a game (0: only at game boundaries)"""
+
+    # PPO (cleanrl's Atari defaults)
+    num_envs: int = 8
+    """the number of parallel game environments"""
+    num_steps: int = 128
+    """the number of steps to run in each environment per policy rollout"""
+    learning_rate: float = 2.5e-4
+    """the learning rate of the optimizer (a fresh Adam per game)"""
+    anneal_lr: bool = True
+    """anneal the learning rate linearly to 0 within each game (restarts at each game)"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 4
+    """the number of mini-batches"""
+    update_epochs: int = 4
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """advantages normalization"""
+    clip_coef: float = 0.1
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """use a clipped loss for the value function"""
+    ent_coef: float = 0.01
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: Optional[float] = None
+    """the target KL divergence threshold"""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "paper": dict(
+        games=PAPER_GAMES,
+        steps_per_game=10_000_000,
+        num_envs=128,
+        num_steps=64,
+        update_epochs=10,
+        num_minibatches=64,
+        learning_rate=3e-4,
+        ent_coef=0.0,
+        width=4,
+        channels=(32, 64, 32),
+        hidden=512,
+        mu=0.1,
+        agscl_lambda=100.0 * OMEGA_SCALE,
+        eval_episodes=30,
+        importance_obs=8192,
+    ),
+}
+
+
+class UserError(Exception):
+    """Bad input: reported as one line and exit code 2, before any environment is built."""
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN/inf: the run stops, its last checkpoint is left untouched."""
+
+
+# --------------------------------------------------------------------------------------------
+# agent
+# --------------------------------------------------------------------------------------------
+def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    """Shared Nature-CNN trunk (a plain Conv-ReLU-...-Linear-ReLU chain, as :mod:`agscl`
+    expects) and ``heads[g] = ModuleList([actor, critic])`` per game; inputs are uint8 frames."""
+
+    def __init__(self, channels: Sequence[int], hidden: int) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.trunk = nn.Sequential(
+            layer_init(nn.Conv2d(4, c1, 8, stride=4)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(c1, c2, 4, stride=2)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(c2, c3, 3, stride=1)),
+            nn.ReLU(),
+            nn.Flatten(),
+            layer_init(nn.Linear(c3 * 7 * 7, hidden)),
+            nn.ReLU(),
+        )
+        self.hidden = hidden
+        self.heads = nn.ModuleList()
+
+    def add_head(self, action_count: int) -> int:
+        """Append an (actor, critic) pair for a new game; returns its index."""
+        device = next(self.trunk.parameters()).device
+        actor = layer_init(nn.Linear(self.hidden, action_count), std=0.01)
+        critic = layer_init(nn.Linear(self.hidden, 1), std=1.0)
+        self.heads.append(nn.ModuleList([actor, critic]).to(device))
+        return len(self.heads) - 1
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x.float() / 255.0)
+
+    def get_value(self, x: torch.Tensor, game: int) -> torch.Tensor:
+        return self.heads[game][1](self.features(x))
+
+    def get_action_and_value(
+        self, x: torch.Tensor, game: int, action: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden = self.features(x)
+        actor, critic = self.heads[game]
+        probs = Categorical(logits=actor(hidden))
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), critic(hidden)
+
+    @torch.no_grad()
+    def act(self, x: torch.Tensor, game: int, greedy: bool = False) -> torch.Tensor:
+        logits = self.heads[game][0](self.features(x))
+        return logits.argmax(dim=1) if greedy else Categorical(logits=logits).sample()
+
+
+def trunk_channels(args: Args) -> tuple[int, int, int]:
+    return tuple(c * args.width for c in args.channels)  # type: ignore[return-value]
+
+
+def method_hparams(args: Args) -> dict[str, Any]:
+    """Keyword arguments of ``make_method`` for ``args.method``."""
+    if args.method == "agscl":
+        return dict(mu=args.mu, lam=args.agscl_lambda, eta=args.eta, rho=args.rho, prox_every=args.prox_every,
+                    zero_init=args.zero_init, rand_init=args.rand_init, seed=args.seed)
+    if args.method == "ewc":
+        return dict(lam=args.ewc_lambda)
+    if args.method == "online_ewc":
+        return dict(lam=args.ewc_lambda, gamma=args.ewc_gamma)
+    if args.method == "mas":
+        return dict(lam=args.mas_lambda)
+    return {}
+
+
+class ScaledBatches:
+    """Re-iterable float batches (``obs / 255`` on ``device``) of stored uint8 observations:
+    the ``inputs`` that ``method.end_task`` expects (the trunk does no scaling itself)."""
+
+    def __init__(self, obs: torch.Tensor, batch: int, device: torch.device) -> None:
+        self.obs, self.batch, self.device = obs, batch, device
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for start in range(0, self.obs.shape[0], self.batch):
+            yield self.obs[start : start + self.batch].to(self.device).float() / 255.0
+
+    def __len__(self) -> int:
+        return -(-self.obs.shape[0] // self.batch)
+
+
+# --------------------------------------------------------------------------------------------
+# configuration: parsing and validation (no environment is built here)
+# --------------------------------------------------------------------------------------------
+def _preset_from_argv(argv: Sequence[str]) -> str:
+    for i, token in enumerate(argv):
+        if token == "--preset" and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith("--preset="):
+            return token.split("=", 1)[1]
+    return "none"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Args:
+    """tyro parse with ``--preset`` applied first, so that explicit flags override it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    preset = _preset_from_argv(argv)
+    if preset not in PRESETS:
+        raise UserError(f"--preset {preset!r} is not valid: choose one of {', '.join(PRESETS)}")
+    default = dataclasses.replace(Args(), preset=preset, **PRESETS[preset])  # type: ignore[arg-type]
+    return tyro.cli(Args, args=argv, default=default, description=__doc__.split("\n\n")[0])
+
+
+def _check(name: str, ok: bool, allowed: str, value: Any) -> None:
+    if not ok:
+        raise UserError(f"--{name.replace('_', '-')}={value!r} is out of range: allowed {allowed}")
+
+
+def validate(args: Args) -> list[str]:
+    """Every check that needs no environment; returns the resolved game list."""
+    try:
+        games = resolve_games(list(SEQUENCES[args.sequence]) if args.sequence else list(args.games), args.backend)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    positive_ints = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "steps_per_game", "eval_episodes",
+                     "eval_envs", "importance_obs", "importance_batch", "width", "hidden")
+    for name in positive_ints:
+        _check(name, getattr(args, name) >= 1, "an integer >= 1", getattr(args, name))
+    _check("channels", all(c >= 1 for c in args.channels), "three integers >= 1", args.channels)
+    for name in ("eval_every", "checkpoint_every", "env_threads"):
+        _check(name, getattr(args, name) >= 0, "an integer >= 0", getattr(args, name))
+    _check("eval_max_frames", args.eval_max_frames >= 4, "an integer >= 4 (one agent step is 4 frames)", args.eval_max_frames)
+    for name in ("learning_rate", "clip_coef", "max_grad_norm"):
+        value = getattr(args, name)
+        _check(name, math.isfinite(value) and value > 0, "a finite number > 0", value)
+    for name in ("ent_coef", "vf_coef"):
+        value = getattr(args, name)
+        _check(name, math.isfinite(value) and value >= 0, "a finite number >= 0", value)
+    for name in ("gamma", "gae_lambda"):
+        value = getattr(args, name)
+        _check(name, 0 <= value <= 1, "a number in [0, 1]", value)
+    if args.target_kl is not None:
+        _check("target_kl", math.isfinite(args.target_kl) and args.target_kl > 0, "a finite number > 0", args.target_kl)
+    batch = args.num_envs * args.num_steps
+    if batch % args.num_minibatches:
+        raise UserError(
+            f"--num-minibatches={args.num_minibatches} does not divide the batch num_envs*num_steps={batch}: "
+            f"choose a divisor of {batch}"
+        )
+    _check("steps_per_game", args.steps_per_game >= batch, f"at least one PPO batch (num_envs*num_steps={batch})", args.steps_per_game)
+    return games
+
+
+def build_agent_and_method(args: Args, device: torch.device) -> tuple[Agent, Any]:
+    """The agent (no heads yet) and its method; a method's bad hyperparameter is a UserError."""
+    agent = Agent(trunk_channels(args), args.hidden).to(device)
+    try:
+        method = make_method(args.method, agent.trunk, agent.heads, **method_hparams(args))
+    except ValueError as exc:
+        raise UserError(f"--method {args.method}: {exc}") from None
+    return agent, method
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """A checkpoint written by this agent; UserError naming the file when it is missing or corrupt."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist: nothing to resume (checkpoints are written at game boundaries and every --checkpoint-every steps)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds on a truncated or foreign file
+        raise UserError(f"{path} is corrupt or not a checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
+    needed = ("format", "config", "games", "action_counts", "game", "update", "global_step", "agent", "method", "results")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is corrupt or not a checkpoint of agents/ppo_continual.py (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def args_from_config(config: dict[str, Any], where: str) -> Args:
+    fields = {f.name for f in dataclasses.fields(Args)}
+    unknown = set(config) - fields
+    if unknown:
+        raise UserError(f"{where} has a config with unknown fields {sorted(unknown)}: written by another version")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return dataclasses.replace(Args(), **values)
+
+
+@dataclass
+class Setup:
+    """A validated run, ready to build environments."""
+
+    args: Args
+    games: list[str]
+    run_dir: str
+    device: torch.device
+    agent: Agent
+    method: Any
+    checkpoint: dict[str, Any] | None
+    ref_max: dict[str, float] | None
+
+
+def prepare(argv: Sequence[str] | None = None) -> Setup:
+    """Parse and check everything (games, ranges, method, run directory, reference, resume)."""
+    args = parse_args(argv)
+    checkpoint = None
+    if args.resume is not None:
+        run_dir = os.path.normpath(args.resume)
+        if not os.path.isdir(run_dir):
+            raise UserError(f"--resume {args.resume}: no such run directory")
+        checkpoint = load_checkpoint(os.path.join(run_dir, "ckpt", "latest.pt"))
+        args = args_from_config(checkpoint["config"], run_dir)
+        args.resume = None
+    games = validate(args)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    random.seed(args.seed)  # a resumed run restores its RNG states from the checkpoint later
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    agent, method = build_agent_and_method(args, device)
+    ref_max = None
+    if checkpoint is None:
+        if args.run_name is None:
+            args.run_name = f"{args.exp_name}__{args.method}__{args.seed}__{int(time.time())}"
+        if os.sep in args.run_name.strip(os.sep) or args.run_name in ("", ".", ".."):
+            raise UserError(f"--run-name={args.run_name!r} must be a plain directory name")
+        run_dir = os.path.join(args.runs_dir, args.run_name)
+        if os.path.exists(run_dir):
+            raise UserError(f"{run_dir} already exists: choose another --run-name, or continue it with --resume {run_dir}")
+        if args.reference_run is not None:
+            try:
+                ref_max = reference_maxima(load_results(args.reference_run), games, args.reference_run)
+            except ValueError as exc:
+                raise UserError(f"--reference-run: {exc}") from None
+    else:
+        if checkpoint["games"] != games:
+            raise UserError(f"{run_dir}: checkpoint games {checkpoint['games']} do not match its config {games}")
+        ref = checkpoint["results"].get("reference")
+        ref_max = None if ref is None else dict(ref["max_return"])
+        try:
+            for count in checkpoint["action_counts"]:
+                agent.add_head(int(count))
+            agent.load_state_dict(checkpoint["agent"])
+            method.load_state_dict(checkpoint["method"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{run_dir}/ckpt/latest.pt does not fit its config ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
+    if args.backend == "envpool":
+        try:
+            import envpool  # noqa: F401
+        except ImportError:
+            raise UserError("--backend envpool: envpool is not installed here (Linux only): use --backend ale") from None
+    return Setup(args, games, run_dir, device, agent, method, checkpoint, ref_max)
+
+
+# --------------------------------------------------------------------------------------------
+# run-time helpers
+# --------------------------------------------------------------------------------------------
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform(), "torch": str(torch.__version__),
+           "numpy": str(np.__version__), "tyro": str(tyro.__version__)}
+    for name in ("envpool", "ale_py", "gymnasium"):
+        try:
+            out[name] = str(__import__(name).__version__)
+        except Exception:
+            out[name] = "unavailable"
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out["git_commit"] = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                           timeout=5).stdout.strip() or "unknown"
+    except Exception:
+        out["git_commit"] = "unknown"
+    return out
+
+
+def save_atomic(obj: Any, path: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+             "numpy_pos": int(np.random.get_state()[2]), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(state["python"]), None))
+    if torch.cuda.is_available() and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.no_grad()
+def evaluate(agent: Agent, game_index: int, game: str, args: Args, device: torch.device, seed: int) -> dict[str, Any]:
+    """Play ``args.eval_episodes`` whole games with that game's head; raw-score statistics.
+
+    Episodes are split evenly over the environments in advance (each plays its own quota), so
+    short games are not over-represented as they would be by taking the first N to finish.
+    """
+    n_envs = min(args.eval_envs, args.eval_episodes)
+    quota = np.full(n_envs, args.eval_episodes // n_envs)
+    quota[: args.eval_episodes % n_envs] += 1
+    done = np.zeros(n_envs, dtype=np.int64)
+    returns: list[float] = []
+    lengths: list[int] = []
+    env = make_atari(game, n_envs, seed=seed, backend=args.backend, train=False,
+                     max_episode_frames=args.eval_max_frames, num_threads=args.env_threads)
+    was_training = agent.training
+    agent.eval()
+    try:
+        obs = env.reset()
+        while (done < quota).any():
+            action = agent.act(torch.from_numpy(obs).to(device), game_index, greedy=args.eval_greedy)
+            obs, _, _, _, info = env.step(action.cpu().numpy())
+            counted = info["game_over"] & (done < quota)
+            returns.extend(info["episode_return"][counted].tolist())
+            lengths.extend(info["episode_length"][counted].tolist())
+            done += counted
+    finally:
+        env.close()
+        agent.train(was_training)
+    r = np.asarray(returns, dtype=np.float64)
+    return {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()), "max": float(r.max()),
+            "episodes": int(r.size), "mean_length": float(np.mean(lengths)), "returns": r.tolist()}
+
+
+@torch.no_grad()
+def collect_observations(agent: Agent, env: Any, obs: np.ndarray, game_index: int, count: int,
+                         device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    """``count`` observations of the game, played by the trained policy (uint8, on the CPU)."""
+    out = torch.empty((count,) + obs.shape[1:], dtype=torch.uint8)
+    filled = 0
+    while filled < count:
+        take = min(count - filled, obs.shape[0])
+        out[filled : filled + take] = torch.from_numpy(obs[:take])
+        filled += take
+        action = agent.act(torch.from_numpy(obs).to(device), game_index)
+        obs, *_ = env.step(action.cpu().numpy())
+    return out, obs
+
+
+def all_finite(module: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+class Run:
+    """One continual run: the PPO loop over games, evaluations, logging and checkpoints."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.s = setup
+        self.args, self.games, self.device = setup.args, setup.games, setup.device
+        self.agent, self.method = setup.agent, setup.method
+        self.run_dir = setup.run_dir
+        self.ckpt_dir = os.path.join(self.run_dir, "ckpt")
+        args = self.args
+        self.batch_size = args.num_envs * args.num_steps
+        self.minibatch_size = self.batch_size // args.num_minibatches
+        self.num_updates = args.steps_per_game // self.batch_size
+        self.steps_per_game = self.num_updates * self.batch_size
+        ckpt = setup.checkpoint
+        if ckpt is None:
+            n = len(self.games)
+            self.results: dict[str, Any] = {
+                "config": dataclasses.asdict(args),
+                "versions": versions(),
+                "games": list(self.games),
+                "steps_per_game": self.steps_per_game,
+                "action_counts": [],
+                "score_matrix": [[None] * n for _ in range(n)],
+                "score_std_matrix": [[None] * n for _ in range(n)],
+                "timeline": [],
+                "regularizer": [],
+                "games_info": [],
+                "reference": None if setup.ref_max is None else {"run": args.reference_run, "max_return": setup.ref_max},
+                "progress": {"global_step": 0, "games_done": 0, "status": "running"},
+            }
+            self.game, self.update, self.global_step = 0, 0, 0
+            self.optimizer_state = None
+        else:
+            self.results = ckpt["results"]
+            self.results["versions"] = versions()
+            self.game, self.update, self.global_step = int(ckpt["game"]), int(ckpt["update"]), int(ckpt["global_step"])
+            self.optimizer_state = ckpt.get("optimizer")
+            set_rng_state(ckpt["rng"])
+        self.last_checkpoint: str | None = None
+
+    # -- outputs ---------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        print(f"global_step={self.global_step} {msg}", flush=True)
+
+    def write_results(self) -> None:
+        self.results["progress"]["global_step"] = self.global_step
+        write_json_atomic(os.path.join(self.run_dir, RESULTS_FILE), self.results)
+
+    def checkpoint(self, optimizer: torch.optim.Optimizer | None, boundary: bool) -> None:
+        """Atomically save everything needed to continue from here (never a non-finite model)."""
+        if not all_finite(self.agent):
+            raise NonFiniteLoss("non-finite parameters")
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "config": dataclasses.asdict(self.args),
+            "games": list(self.games),
+            "action_counts": [int(h[0].out_features) for h in self.agent.heads],
+            "game": self.game,
+            "update": self.update,
+            "global_step": self.global_step,
+            "agent": self.agent.state_dict(),
+            "optimizer": None if optimizer is None else optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "rng": rng_state(),
+            "results": self.results,
+        }
+        latest = os.path.join(self.ckpt_dir, "latest.pt")
+        save_atomic(state, latest)
+        if boundary:
+            save_atomic(state, os.path.join(self.ckpt_dir, f"game{self.game - 1}.pt"))
+        self.last_checkpoint = latest
+        self.last_checkpoint_step = self.global_step
+
+    def log_statistics(self) -> dict[str, float]:
+        stats = {k: float(v) for k, v in self.method.statistics().items()}
+        for key, value in stats.items():
+            self.writer.add_scalar(f"regularizer/{key}", value, self.global_step)
+        return stats
+
+    def evaluate_all(self, upto: int, boundary: bool) -> None:
+        """Evaluate games ``0..upto`` with their own heads; log, record, write results.json."""
+        args = self.args
+        scores = {}
+        t0 = time.time()
+        for j in range(upto + 1):
+            seed = args.seed + 100_003 * (j + 1) + self.global_step % 1_000_003
+            stats = evaluate(self.agent, j, self.games[j], args, self.device, seed)
+            scores[self.games[j]] = stats
+            for key in ("mean", "std", "min", "max"):
+                tag = "return" if key == "mean" else f"return_{key}"
+                self.writer.add_scalar(f"eval/{self.games[j]}/{tag}", stats[key], self.global_step)
+            if boundary:
+                self.results["score_matrix"][upto][j] = stats["mean"]
+                self.results["score_std_matrix"][upto][j] = stats["std"]
+        entry: dict[str, Any] = {"global_step": self.global_step, "game": upto, "game_name": self.games[upto],
+                                 "game_step": self.update * self.batch_size, "boundary": boundary, "scores": scores}
+        summary = " ".join(f"{g}={s['mean']:.1f}" for g, s in scores.items())
+        ref = self.results["reference"]
+        if ref is not None:
+            norm, acc = normalized(scores, ref["max_return"])
+            entry["normalized"], entry["accumulated_normalized"] = norm, acc
+            for g, v in norm.items():
+                self.writer.add_scalar(f"eval/{g}/normalized_return", v, self.global_step)
+            self.writer.add_scalar("eval/accumulated_normalized_return", acc, self.global_step)
+            summary += f" accumulated_normalized={acc:.3f}"
+        self.results["timeline"].append(entry)
+        self.write_results()
+        self.log(f"eval{' (end of game)' if boundary else ''} after {self.games[upto]}: {summary} ({time.time() - t0:.1f}s)")
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> int:
+        from torch.utils.tensorboard import SummaryWriter
+
+        args = self.args
+        os.makedirs(self.ckpt_dir, exist_ok=True)
+        resumed = self.s.checkpoint is not None
+        self.writer = SummaryWriter(self.run_dir, purge_step=self.global_step + 1 if resumed else None)
+        if not resumed:
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+                f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()))
+            self.write_results()
+        else:
+            self.log(f"resuming {self.run_dir} with its stored config (other flags are ignored) at game {self.game + 1} "
+                     f"({self.games[self.game]}), update {self.update}")
+        self.session_start, self.session_steps = time.time(), 0
+        self.last_checkpoint_step = self.global_step
+        try:
+            while self.game < len(self.games):
+                self.train_game()
+            self.results["progress"].update(status="finished", games_done=len(self.games))
+            self.write_results()
+            self.log(f"finished: results in {os.path.join(self.run_dir, RESULTS_FILE)}, TensorBoard events in {self.run_dir}")
+            return 0
+        except NonFiniteLoss as exc:
+            latest = os.path.join(self.ckpt_dir, "latest.pt")
+            if self.last_checkpoint:
+                where = f"last good checkpoint {self.last_checkpoint} (global_step={self.last_checkpoint_step}) is intact"
+            elif os.path.exists(latest):
+                where = f"last good checkpoint {latest} is intact"
+            else:
+                where = "no checkpoint was written before it"
+            self.results["progress"]["status"] = "stopped: non-finite loss"
+            self.write_results()
+            game = self.games[min(self.game, len(self.games) - 1)]
+            print(f"error: {exc} at global_step={self.global_step} (game {game}): run stopped; {where}; "
+                  f"continue from it with --resume {self.run_dir}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            self.writer.close()
+
+    def train_game(self) -> None:
+        args, agent, method, device = self.args, self.agent, self.method, self.device
+        g, game = self.game, self.games[self.game]
+        env = make_atari(game, args.num_envs, seed=args.seed + 10_007 * g + 7_919 * self.update, backend=args.backend,
+                         train=True, num_threads=args.env_threads)
+        try:
+            if self.update == 0:
+                if len(agent.heads) != g:
+                    raise RuntimeError(f"expected {g} heads before game {g}, found {len(agent.heads)}")
+                agent.add_head(env.action_count)
+                self.results["action_counts"].append(env.action_count)
+                self.results["games_info"].append({"game": game, "action_count": env.action_count, "steps": 0,
+                                                   "updates": 0, "train_seconds": 0.0})
+            info_g = self.results["games_info"][g]
+            params = list(agent.trunk.parameters()) + list(agent.heads[g].parameters())
+            optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5)
+            if self.optimizer_state is not None:
+                optimizer.load_state_dict(self.optimizer_state)
+                self.optimizer_state = None
+            method.begin_task(g)
+            self.log(f"game {g + 1}/{len(self.games)}: {game} ({env.action_count} actions), "
+                     f"updates {self.update + 1}..{self.num_updates} of {self.batch_size} steps, method {args.method}")
+
+            obs_buf = torch.zeros((args.num_steps, args.num_envs) + OBS_SHAPE, dtype=torch.uint8, device=device)
+            actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+            logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+            rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
+            dones = torch.zeros((args.num_steps, args.num_envs), device=device)
+            values = torch.zeros((args.num_steps, args.num_envs), device=device)
+            next_obs = torch.from_numpy(env.reset()).to(device)
+            next_done = torch.zeros(args.num_envs, device=device)
+
+            while self.update < self.num_updates:
+                t_update = time.time()
+                self.update += 1
+                frac = 1.0 - (self.update - 1.0) / self.num_updates if args.anneal_lr else 1.0
+                lr = frac * args.learning_rate
+                optimizer.param_groups[0]["lr"] = lr
+
+                for step in range(args.num_steps):
+                    self.global_step += args.num_envs
+                    obs_buf[step] = next_obs
+                    dones[step] = next_done
+                    with torch.no_grad():
+                        action, logprob, _, value = agent.get_action_and_value(next_obs, g)
+                    values[step] = value.flatten()
+                    actions[step], logprobs[step] = action, logprob
+                    o, reward, term, trunc, info = env.step(action.cpu().numpy())
+                    rewards[step] = torch.from_numpy(reward).to(device)
+                    next_obs = torch.from_numpy(o).to(device)
+                    next_done = torch.from_numpy((term | trunc).astype(np.float32)).to(device)
+                    for i in np.flatnonzero(info["game_over"]):
+                        r, length = float(info["episode_return"][i]), int(info["episode_length"][i])
+                        self.log(f"episodic_return={r:g} game={game}")
+                        self.writer.add_scalar("charts/episodic_return", r, self.global_step)
+                        self.writer.add_scalar("charts/episodic_length", length, self.global_step)
+                        self.writer.add_scalar(f"charts/{game}/episodic_return", r, self.global_step)
+
+                with torch.no_grad():
+                    next_value = agent.get_value(next_obs, g).reshape(1, -1)
+                    advantages = torch.zeros_like(rewards)
+                    lastgaelam = torch.zeros(args.num_envs, device=device)
+                    for t in reversed(range(args.num_steps)):
+                        if t == args.num_steps - 1:
+                            nextnonterminal, nextvalues = 1.0 - next_done, next_value
+                        else:
+                            nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
+                        delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
+                        lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+                        advantages[t] = lastgaelam
+                    returns = advantages + values
+
+                b_obs = obs_buf.reshape((-1,) + OBS_SHAPE)
+                b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape(-1)
+                b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+
+                clipfracs = []
+                for _epoch in range(args.update_epochs):
+                    perm = torch.randperm(self.batch_size, device=device)
+                    for start in range(0, self.batch_size, self.minibatch_size):
+                        mb = perm[start : start + self.minibatch_size]
+                        _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], g, b_actions[mb])
+                        logratio = newlogprob - b_logprobs[mb]
+                        ratio = logratio.exp()
+                        with torch.no_grad():
+                            old_approx_kl = (-logratio).mean()
+                            approx_kl = ((ratio - 1) - logratio).mean()
+                            clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
+                        mb_adv = b_advantages[mb]
+                        if args.norm_adv:
+                            mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                        pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                        newvalue = newvalue.view(-1)
+                        if args.clip_vloss:
+                            v_unclipped = (newvalue - b_returns[mb]) ** 2
+                            v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -args.clip_coef, args.clip_coef)
+                            v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[mb]) ** 2).mean()
+                        else:
+                            v_loss = 0.5 * ((newvalue - b_returns[mb]) ** 2).mean()
+                        entropy_loss = entropy.mean()
+                        penalty = method.penalty()
+                        loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef + penalty
+                        if not bool(torch.isfinite(loss)):
+                            raise NonFiniteLoss(f"non-finite loss ({loss.item()})")
+                        optimizer.zero_grad()
+                        loss.backward()
+                        nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+                        optimizer.step()
+                        method.after_step(lr)
+                    method.end_epoch(lr)
+                    if args.target_kl is not None and approx_kl > args.target_kl:
+                        break
+
+                y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+                var_y = np.var(y_true)
+                explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+                info_g["steps"], info_g["updates"] = self.update * self.batch_size, self.update
+                info_g["train_seconds"] += time.time() - t_update
+                info_g["train_sps"] = info_g["steps"] / max(info_g["train_seconds"], 1e-9)
+                self.session_steps += self.batch_size
+                sps = int(self.session_steps / (time.time() - self.session_start))
+                w = self.writer
+                w.add_scalar("charts/learning_rate", lr, self.global_step)
+                w.add_scalar("charts/game", g, self.global_step)
+                w.add_scalar("losses/value_loss", v_loss.item(), self.global_step)
+                w.add_scalar("losses/policy_loss", pg_loss.item(), self.global_step)
+                w.add_scalar("losses/entropy", entropy_loss.item(), self.global_step)
+                w.add_scalar("losses/penalty", float(penalty.detach()), self.global_step)
+                w.add_scalar("losses/old_approx_kl", old_approx_kl.item(), self.global_step)
+                w.add_scalar("losses/approx_kl", approx_kl.item(), self.global_step)
+                w.add_scalar("losses/clipfrac", float(np.mean(clipfracs)), self.global_step)
+                w.add_scalar("losses/explained_variance", explained_var, self.global_step)
+                w.add_scalar("charts/SPS", sps, self.global_step)
+                stats = self.log_statistics()
+                extra = " ".join(f"{k}={v:.4g}" for k, v in stats.items() if k in ("sparsity", "frozen_groups"))
+                self.log(f"game={game} update={self.update}/{self.num_updates} SPS={sps} loss={loss.item():.4f} {extra}".rstrip())
+
+                last = self.update == self.num_updates
+                game_step = self.update * self.batch_size
+                if not last and args.eval_every and game_step // args.eval_every > (game_step - self.batch_size) // args.eval_every:
+                    self.evaluate_all(g, boundary=False)
+                if not last and args.checkpoint_every and game_step // args.checkpoint_every > (game_step - self.batch_size) // args.checkpoint_every:
+                    self.checkpoint(optimizer, boundary=False)
+                    self.log(f"checkpoint {self.last_checkpoint}")
+
+            # end of the game: importance from the trained policy's own play, then evaluation
+            t0 = time.time()
+            stored, _ = collect_observations(agent, env, next_obs.cpu().numpy(), g, args.importance_obs, device)
+            method.end_task(g, ScaledBatches(stored, args.importance_batch, device))
+            del stored
+            stats = self.log_statistics()
+            self.results["regularizer"].append({"game": g, "game_name": game, "global_step": self.global_step, **stats})
+            self.log(f"end of {game}: {args.method} importance from {args.importance_obs} observations ({time.time() - t0:.1f}s)")
+        finally:
+            env.close()
+        self.evaluate_all(g, boundary=True)
+        self.game, self.update = g + 1, 0
+        self.results["progress"]["games_done"] = self.game
+        self.checkpoint(None, boundary=True)
+        self.write_results()
+        self.log(f"checkpoint {self.last_checkpoint} (+ {os.path.join(self.ckpt_dir, f'game{g}.pt')})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry: bad input is one line on stderr and exit code 2, before any environment exists."""
+    try:
+        setup = prepare(argv)
+    except UserError as exc:
+        print(f"ppo_continual: error: {exc}", file=sys.stderr)
+        return 2
+    args = setup.args
+    if setup.checkpoint is not None and setup.checkpoint["game"] >= len(setup.games):
+        print(f"{setup.run_dir} is already finished ({len(setup.games)} games): nothing to resume")
+        return 0
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    os.makedirs(setup.run_dir, exist_ok=True)
+    print(f"run {setup.run_dir}: games {' '.join(setup.games)}, method {args.method}, device {setup.device}", flush=True)
+    try:
+        return Run(setup).run()
+    except KeyboardInterrupt:
+        print(f"interrupted: continue with --resume {setup.run_dir}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
