@@ -20,6 +20,10 @@ sequence indexed by task id whose items are one ``nn.Module`` or a sequence of t
 actor and a critic). The first module of a task's heads is its *output head* (classifier or
 actor logits): EWC and MAS measure importance through it. ``heads`` is read lazily, so a
 list (or ``nn.ModuleList``) that grows as tasks arrive is fine.
+
+Architectural methods may add optional hooks that learners look up by name: ``parameters()``
+(extra trainable parameters for the optimizer), ``set_epoch_length(batches)`` and
+``use_task(task)`` (a context manager for evaluation); HAT in ``supervised/hat.py`` does.
 """
 
 from __future__ import annotations
