@@ -85,9 +85,13 @@ class AGSCL(ContinualMethod):
         self.layers: list[NodeLayer] = discover_layers(trunk)
         device = module_device(trunk)
         self.omega = [torch.zeros(layer.num_nodes, device=device) for layer in self.layers]
-        # Anchors theta_hat: weight and bias per layer (snapshot after each task's re-init).
+        # Proximal targets per layer, snapshot after each task's re-init: theta_hat for the
+        # important nodes' rows and 0 for the unimportant ones (their operator shrinks to 0), so
+        # that one operator serves both kinds of rows. The unimportant rows' own snapshot is kept
+        # aside (same memory in total) for the used-capacity statistic.
         self.anchor_w: list[torch.Tensor] | None = None
         self.anchor_b: list[torch.Tensor | None] | None = None
+        self.released: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] | None = None
         # Zero-fixed weights (I.1): per trunk layer, and per (task, head index) for heads.
         self.fixed_zero: list[torch.Tensor | None] = [None] * len(self.layers)
         self.head_fixed_zero: dict[tuple[int, int], torch.Tensor] = {}
@@ -119,8 +123,10 @@ class AGSCL(ContinualMethod):
     def proximal_step(self, alpha: float) -> None:
         """Apply eq. (7) with step size ``alpha`` to every node of every trunk layer.
 
-        Rows are processed in blocks of about ``BLOCK_FLOATS`` so that the temporaries (the
-        drift ``theta - anchor``) stay in cache: the step reads weights and anchors once and
+        Every row shrinks towards its target (the anchor for important nodes, 0 for the
+        others) by ``max(0, 1 - tau/||row - target||)`` with ``tau = alpha*lam*Omega`` or
+        ``alpha*mu``. Rows are processed in blocks of about ``BLOCK_FLOATS`` so that the
+        temporary ``row - target`` stays in cache: the step reads weights and targets once and
         writes the weights once. ``torch.lerp`` is exact at both ends, so frozen groups equal
         their anchor and untouched groups (threshold 0) equal themselves bit for bit.
         """
@@ -130,24 +136,23 @@ class AGSCL(ContinualMethod):
             module = layer.module
             weight = module.weight.detach()
             rows = weight.view(weight.shape[0], -1) if weight.is_contiguous() else weight.flatten(1)
-            anchor = self.anchor_w[index].view(rows.shape)
-            bias = None if module.bias is None else module.bias.detach()
+            target = self.anchor_w[index].view(rows.shape)
             omega = self.omega[index]
-            important = omega > 0
-            tau = torch.where(important, alpha * self.lam * omega, torch.full_like(omega, alpha * self.mu))
+            tau = torch.where(omega > 0, alpha * self.lam * omega, torch.full_like(omega, alpha * self.mu))
+            bias = None if module.bias is None else module.bias.detach()
+            bias_drift = None if bias is None else bias - self.anchor_b[index]
             block = max(1, BLOCK_FLOATS // rows.shape[1])
+            factors = []
             for start in range(0, rows.shape[0], block):
                 part = slice(start, start + block)
-                keep = important[part]
-                # Unimportant rows shrink towards 0, important rows towards their anchor.
-                target = anchor[part] * keep.unsqueeze(1).to(anchor.dtype)
-                norm = torch.linalg.vector_norm(rows[part] - target, dim=1)
-                if bias is not None:
-                    target_b = torch.where(keep, self.anchor_b[index][part], torch.zeros_like(bias[part]))
-                    norm = torch.hypot(norm, bias[part] - target_b)
-                    bias[part] = torch.lerp(target_b, bias[part], shrink_factor(norm, tau[part]))
-                factor = shrink_factor(norm, tau[part]).unsqueeze(1)
-                torch.lerp(target, rows[part], factor, out=rows[part])
+                norm = torch.linalg.vector_norm(rows[part] - target[part], dim=1)
+                if bias_drift is not None:
+                    norm = torch.hypot(norm, bias_drift[part])
+                factor = shrink_factor(norm, tau[part])
+                torch.lerp(target[part], rows[part], factor.unsqueeze(1), out=rows[part])
+                factors.append(factor)
+            if bias is not None:
+                bias.copy_(torch.lerp(self.anchor_b[index], bias, torch.cat(factors)))
             if rows.data_ptr() != weight.data_ptr():
                 weight.copy_(rows.view_as(weight))
 
@@ -264,18 +269,37 @@ class AGSCL(ContinualMethod):
 
     @torch.no_grad()
     def _snapshot_anchor(self) -> None:
-        self.anchor_w = [layer.module.weight.detach().clone() for layer in self.layers]
-        self.anchor_b = [None if layer.module.bias is None else layer.module.bias.detach().clone() for layer in self.layers]
+        """Targets of the next task's prox (anchor rows of important nodes, zeros for the
+        others) and the released rows' own values (for the used-capacity statistic)."""
+        self.anchor_w, self.anchor_b, self.released = [], [], []
+        for index, layer in enumerate(self.layers):
+            module = layer.module
+            unimportant = self.omega[index] == 0
+            keep = (~unimportant).to(module.weight.dtype)
+            self.anchor_w.append(module.weight.detach() * keep.view((-1,) + (1,) * (module.weight.ndim - 1)))
+            self.anchor_b.append(None if module.bias is None else module.bias.detach() * keep)
+            self.released.append((
+                unimportant.clone(),
+                module.weight.detach()[unimportant].clone(),
+                None if module.bias is None else module.bias.detach()[unimportant].clone(),
+            ))
 
     @torch.no_grad()
     def _moved_nodes(self) -> torch.Tensor:
-        """Boolean per node (all layers concatenated): did its group change since the anchor?"""
+        """Boolean per node (all layers concatenated): did its group change since the snapshot?"""
         if self.anchor_w is None:
             return torch.ones(sum(layer.num_nodes for layer in self.layers), dtype=torch.bool)
-        norms = [
-            _group_norms(layer.module, self.anchor_w[i], self.anchor_b[i]) for i, layer in enumerate(self.layers)
-        ]
-        return (torch.cat(norms) != 0).cpu()
+        moved = []
+        for index, layer in enumerate(self.layers):
+            module = layer.module
+            drift = _group_norms(module, self.anchor_w[index], self.anchor_b[index])
+            rows, old_w, old_b = self.released[index]
+            change = torch.linalg.vector_norm((module.weight.detach()[rows] - old_w).flatten(1), dim=1)
+            if old_b is not None:
+                change = torch.hypot(change, module.bias.detach()[rows] - old_b)
+            drift[rows] = change
+            moved.append(drift != 0)
+        return torch.cat(moved).cpu()
 
     # -- statistics ------------------------------------------------------------------------
     def sparsity(self) -> float:
@@ -304,7 +328,7 @@ class AGSCL(ContinualMethod):
         masks = [m for m in self.fixed_zero if m is not None] + list(self.head_fixed_zero.values())
         stats = {
             "stored_floats": float(self.stored_floats()),
-            "anchor_floats": float(sum(w.numel() for w in self.anchor_w or []) + sum(b.numel() for b in self.anchor_b or [] if b is not None)),
+            "anchor_floats": float(sum(w.numel() + (0 if b is None else b.numel()) for w, b in zip(self.anchor_w or [], self.anchor_b or []))),
             "zero_fixed_weights": float(sum(int(m.sum()) for m in masks)),
             "sparsity": self.sparsity(),
             "groups": float(sum(o.numel() for o in self.omega)),
@@ -336,6 +360,9 @@ class AGSCL(ContinualMethod):
             omega=[o.clone() for o in self.omega],
             anchor_w=None if self.anchor_w is None else [w.clone() for w in self.anchor_w],
             anchor_b=None if self.anchor_b is None else [None if b is None else b.clone() for b in self.anchor_b],
+            released=None if self.released is None else [
+                tuple(None if t is None else t.clone() for t in entry) for entry in self.released
+            ],
             fixed_zero=[None if m is None else m.clone() for m in self.fixed_zero],
             head_fixed_zero={f"{t}:{p}": m.clone() for (t, p), m in self.head_fixed_zero.items()},
             generator=self.generator.get_state(),
@@ -353,6 +380,9 @@ class AGSCL(ContinualMethod):
         self.omega = [o.to(device) for o in state["omega"]]
         self.anchor_w = None if state["anchor_w"] is None else [w.to(device) for w in state["anchor_w"]]
         self.anchor_b = None if state["anchor_b"] is None else [None if b is None else b.to(device) for b in state["anchor_b"]]
+        self.released = None if state["released"] is None else [
+            tuple(None if t is None else t.to(device) for t in entry) for entry in state["released"]
+        ]
         self.fixed_zero = [None if m is None else m.to(device) for m in state["fixed_zero"]]
         self.head_fixed_zero = {}
         for key, mask in state["head_fixed_zero"].items():

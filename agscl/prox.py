@@ -19,10 +19,9 @@ def _per_row(tau: float | torch.Tensor, rows: int, like: torch.Tensor) -> torch.
 
 
 def shrink_factor(norm: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """``max(0, 1 - tau/norm)``, exactly 0 when ``norm <= tau`` (also for ``norm == tau == 0``)."""
-    keep = norm > tau
-    safe = torch.where(keep, norm, torch.ones_like(norm))
-    return torch.where(keep, 1.0 - tau / safe, torch.zeros_like(norm))
+    """``max(0, 1 - tau/norm)``: exactly 0 when ``norm <= tau``, and 0 (not NaN) for
+    ``norm == tau == 0``, where the row already equals its target and any factor is right."""
+    return (1.0 - tau / norm).clamp_min_(0.0).nan_to_num_(0.0)
 
 
 def group_soft_threshold(theta: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:

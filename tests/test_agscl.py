@@ -358,3 +358,26 @@ def test_stored_floats_are_one_per_node_orders_below_parameters():
     method = AGSCL(trunk, [nn.Linear(10, 2)], mu=0.1, lam=1.0)
     assert method.stored_floats() == 16 + 16 + 10
     assert FineTune(trunk, []).stored_floats() == 0
+
+
+def test_used_capacity_counts_nodes_whose_group_did_not_move_during_the_task():
+    trunk = mlp_trunk(3, 8)
+    method = AGSCL(trunk, [nn.Linear(8, 2), nn.Linear(8, 2)], mu=0.0, lam=1.0, rho=1.0, zero_init=False, seed=0)
+    with torch.no_grad():
+        for p in trunk.parameters():
+            p.abs_()
+    silence_nodes(trunk[0], [0, 1])
+    method.end_task(0, [torch.rand(32, 3)])  # layer-0 nodes 0 and 1 unimportant, re-drawn (rho=1)
+    method.begin_task(1)
+    start = [p.detach().clone() for p in trunk.parameters()]
+    with torch.no_grad():
+        trunk[0].weight[1, 0] += 0.5   # an unimportant node moves
+        trunk[0].weight[4, 2] += 1e-3  # an important node moves
+        trunk[2].bias[7] -= 0.25       # another important node moves (bias only)
+    unmoved = torch.cat([
+        ((start[2 * i] == layer.weight).all(dim=1) & (start[2 * i + 1] == layer.bias))
+        for i, layer in enumerate((trunk[0], trunk[2]))
+    ]).float().mean().item()
+    method.end_task(1, [torch.rand(32, 3)])
+    assert method.history[-1]["used_capacity"] == pytest.approx(unmoved)
+    assert unmoved == pytest.approx(13 / 16)
