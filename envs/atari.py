@@ -253,26 +253,6 @@ class AtariVecEnv:
         self.close()
 
 
-def make_atari(
-    game: str,
-    num_envs: int,
-    *,
-    seed: int = 0,
-    backend: str = "envpool",
-    train: bool = True,
-    max_episode_frames: int = MAX_EPISODE_FRAMES,
-    noop_max: int = 30,
-    num_threads: int = 0,
-) -> AtariVecEnv:
-    """A vectorized Atari game by name: training (``train=True``: clipped rewards, episodic
-    life) or evaluation (whole games, raw scores) flavour; see :class:`AtariVecEnv`."""
-    return AtariVecEnv(
-        game,
-        num_envs,
-        seed=seed,
-        backend=backend,
-        train=train,
-        max_episode_frames=max_episode_frames,
-        noop_max=noop_max,
-        num_threads=num_threads,
-    )
+#: The factory: ``make_atari(game, num_envs, seed=..., backend=..., train=...)``; training
+#: (``train=True``: clipped rewards, episodic life) or evaluation (whole games, raw scores).
+make_atari = AtariVecEnv
