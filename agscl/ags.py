@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from agscl.base import ContinualMethod, HeadSpec, check_range, iter_batches, module_device, task_heads
-from agscl.groups import NodeLayer, discover_layers, head_input_layer
+from agscl.groups import NodeLayer, discover_layers, group_count, head_input_layer, spread_over_inputs
 from agscl.prox import shrink_factor
 
 PROX_FREQUENCIES = ("epoch", "step")
@@ -41,6 +41,11 @@ def _group_norms(layer: nn.Module, anchor_w: torch.Tensor | None = None, anchor_
             b = b - anchor_b
     norm = torch.linalg.vector_norm(w, dim=1)
     return norm if b is None else torch.hypot(norm, b)
+
+
+def _union(fixed: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+    """Zero-fixed sets only grow: a weight fixed after one task stays fixed for all later ones."""
+    return new.clone() if fixed is None else fixed | new
 
 
 class AGSCL(ContinualMethod):
@@ -83,6 +88,7 @@ class AGSCL(ContinualMethod):
         self.prox_every = prox_every
         self.zero_init, self.rand_init = bool(zero_init), bool(rand_init)
         self.layers: list[NodeLayer] = discover_layers(trunk)
+        self.num_groups = group_count(self.layers)
         device = module_device(trunk)
         self.omega = [torch.zeros(layer.num_nodes, device=device) for layer in self.layers]
         # Proximal targets per layer, snapshot after each task's re-init: theta_hat for the
@@ -178,12 +184,11 @@ class AGSCL(ContinualMethod):
             self._rand_init()
         self.apply_masks()
         self._snapshot_anchor()
-        total = sum(layer.num_nodes for layer in self.layers)
         self.history.append(
             {
                 "task": float(task),
                 "sparsity": self.sparsity(),
-                "used_capacity": float(total - int(moved.sum())) / total,
+                "used_capacity": float(self.num_groups - int(moved.sum())) / self.num_groups,
             }
         )
 
@@ -218,35 +223,22 @@ class AGSCL(ContinualMethod):
         return [(s / count).to(self.omega[i].dtype) for i, s in enumerate(sums)]
 
     # -- re-initialization -----------------------------------------------------------------
-    def _input_mask(self, layer_index: int, node_mask: torch.Tensor, weight: torch.Tensor, repeat: int | None) -> torch.Tensor:
-        """Broadcast a per-input-node mask onto the columns of ``weight`` (rows x inputs)."""
-        if weight.ndim == 4:
-            return node_mask.view(1, -1, 1, 1).expand_as(weight)
-        return node_mask.repeat_interleave(repeat).view(1, -1).expand_as(weight)
-
     @torch.no_grad()
     def _zero_fix(self, task: int) -> None:
         """(I.1): zero and fix weights from unimportant nodes into important nodes and heads."""
         for index in range(1, len(self.layers)):
             layer = self.layers[index]
             weight = layer.module.weight
-            from_unimportant = self._input_mask(index, self.omega[index - 1] == 0, weight, layer.in_repeat)
-            into_important = (self.omega[index] > 0).view((-1,) + (1,) * (weight.ndim - 1)).expand_as(weight)
-            new = from_unimportant & into_important
-            self.fixed_zero[index] = new if self.fixed_zero[index] is None else (self.fixed_zero[index] | new)
+            from_unimportant = spread_over_inputs(self.omega[index - 1] == 0, weight, layer.in_repeat)
+            into_important = (self.omega[index] > 0).view((-1,) + (1,) * (weight.ndim - 1))
+            self.fixed_zero[index] = _union(self.fixed_zero[index], (from_unimportant & into_important).expand_as(weight))
         last_unimportant = self.omega[-1] == 0
         for learned in range(task + 1):
             for position, head in enumerate(task_heads(self.heads, learned)):
                 weight = head_input_layer(head).weight
-                repeat = weight.shape[1] // last_unimportant.numel()
-                if repeat * last_unimportant.numel() != weight.shape[1]:
-                    raise ValueError(
-                        f"head {position} of task {learned} has {weight.shape[1]} inputs, not a multiple of the "
-                        f"trunk's {last_unimportant.numel()} output nodes"
-                    )
-                new = last_unimportant.repeat_interleave(repeat).view(1, -1).expand_as(weight)
+                new = spread_over_inputs(last_unimportant, weight).expand_as(weight)
                 key = (learned, position)
-                self.head_fixed_zero[key] = new.clone() if key not in self.head_fixed_zero else (self.head_fixed_zero[key] | new)
+                self.head_fixed_zero[key] = _union(self.head_fixed_zero.get(key), new)
 
     @torch.no_grad()
     def _rand_init(self) -> None:
@@ -288,7 +280,7 @@ class AGSCL(ContinualMethod):
     def _moved_nodes(self) -> torch.Tensor:
         """Boolean per node (all layers concatenated): did its group change since the snapshot?"""
         if self.anchor_w is None:
-            return torch.ones(sum(layer.num_nodes for layer in self.layers), dtype=torch.bool)
+            return torch.ones(self.num_groups, dtype=torch.bool)
         moved = []
         for index, layer in enumerate(self.layers):
             module = layer.module
@@ -304,8 +296,7 @@ class AGSCL(ContinualMethod):
     # -- statistics ------------------------------------------------------------------------
     def sparsity(self) -> float:
         """``|G0| / |G|``: fraction of nodes that are still unimportant."""
-        total = sum(o.numel() for o in self.omega)
-        return float(sum(int((o == 0).sum()) for o in self.omega)) / total
+        return float(sum(int((o == 0).sum()) for o in self.omega)) / self.num_groups
 
     @torch.no_grad()
     def group_counts(self) -> dict[str, int]:
@@ -321,7 +312,7 @@ class AGSCL(ContinualMethod):
 
     def stored_floats(self) -> int:
         """One importance value per node (the paper's memory measure, Figure 6a)."""
-        return sum(o.numel() for o in self.omega)
+        return self.num_groups
 
     def statistics(self) -> dict[str, float]:
         counts = self.group_counts()
@@ -331,25 +322,13 @@ class AGSCL(ContinualMethod):
             "anchor_floats": float(sum(w.numel() + (0 if b is None else b.numel()) for w, b in zip(self.anchor_w or [], self.anchor_b or []))),
             "zero_fixed_weights": float(sum(int(m.sum()) for m in masks)),
             "sparsity": self.sparsity(),
-            "groups": float(sum(o.numel() for o in self.omega)),
+            "groups": float(self.num_groups),
             "frozen_groups": float(counts["frozen_groups"]),
             "zero_groups": float(counts["zero_groups"]),
         }
         if self.history:
             stats["used_capacity"] = self.history[-1]["used_capacity"]
         return stats
-
-    def regularization_value(self) -> float:
-        """Value of the penalty terms (a) + (b) of eq. (2) at the current parameters (for logging)."""
-        with torch.no_grad():
-            total = 0.0
-            for index, layer in enumerate(self.layers):
-                unimportant = self.omega[index] == 0
-                total += self.mu * float(_group_norms(layer.module)[unimportant].sum())
-                if self.anchor_w is not None and bool((~unimportant).any()):
-                    drift = _group_norms(layer.module, self.anchor_w[index], self.anchor_b[index])
-                    total += self.lam * float((self.omega[index] * drift)[~unimportant].sum())
-        return total
 
     # -- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

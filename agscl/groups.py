@@ -123,9 +123,19 @@ def head_input_layer(head: nn.Module) -> nn.Linear:
     raise ValueError(f"head {type(head).__name__} has no Linear input layer: heads must start with an nn.Linear")
 
 
-def columns_of_nodes(node_mask: torch.Tensor, repeat: int) -> torch.Tensor:
-    """Expand a per-node boolean mask of the previous layer to this layer's input columns."""
-    return node_mask.repeat_interleave(repeat)
+def spread_over_inputs(per_node: torch.Tensor, weight: torch.Tensor, repeat: int | None = None) -> torch.Tensor:
+    """A per-node vector of the feeding layer as a tensor broadcastable over ``weight``'s
+    input columns: ``(1, C, 1, 1)`` for a conv, ``(1, in_features)`` for a Linear, each node
+    repeated ``repeat`` times (inferred from the shapes when None, e.g. for heads)."""
+    if weight.ndim == 4:
+        return per_node.view(1, -1, 1, 1)
+    if repeat is None:
+        repeat = weight.shape[1] // per_node.numel()
+        if repeat * per_node.numel() != weight.shape[1]:
+            raise ValueError(
+                f"a layer with {weight.shape[1]} inputs cannot be fed by {per_node.numel()} nodes: not a multiple"
+            )
+    return per_node.repeat_interleave(repeat).view(1, -1)
 
 
 def group_count(layers: Sequence[NodeLayer]) -> int:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from agscl.base import ContinualMethod, HeadSpec, check_range, module_device
-from agscl.groups import NodeLayer, discover_layers
+from agscl.groups import NodeLayer, discover_layers, spread_over_inputs
 
 THRES_COSH = 50.0
 THRES_EMB = 6.0
@@ -162,11 +162,8 @@ class HAT(ContinualMethod):
             rows = used.view((-1,) + (1,) * (weight.ndim - 1))
             if previous is None:
                 blocked = rows.expand_as(weight)
-            elif weight.ndim == 4:
-                blocked = torch.minimum(rows, previous.view(1, -1, 1, 1)).expand_as(weight)
             else:
-                cols = previous.repeat_interleave(layer.in_repeat).view(1, -1)
-                blocked = torch.minimum(rows, cols)
+                blocked = torch.minimum(rows, spread_over_inputs(previous, weight, layer.in_repeat)).expand_as(weight)
             self._grad_masks[id(weight)] = (1.0 - blocked).contiguous()
             if layer.module.bias is not None:
                 self._grad_masks[id(layer.module.bias)] = 1.0 - used
