@@ -5,20 +5,23 @@ unimportant nodes (``Omega == 0``, the set G0) get a group-lasso penalty ``mu * 
 that sparsifies them; important nodes get ``lam * Omega_n * ||theta_n - theta_hat_n||`` that
 freezes them. Both are applied by their exact proximal operators after the gradient step
 (per step, or once per epoch as the authors' code does), never through the loss gradient.
-After a task: ``Omega <- eta * Omega + mean ReLU activation``, then (I.1) weights from
-unimportant nodes into important nodes and into learned tasks' heads are fixed at zero, and
-(I.2) each unimportant node's incoming weights are re-drawn with probability ``rho``
-(independently per node, as in the paper; the authors' code re-draws a fixed fraction).
+After a task: ``Omega <- eta * Omega + mean ReLU activation``, then (I.1) every outgoing
+weight of an unimportant node is set to zero, and those into important nodes and into learned
+tasks' heads stay zero for good; then (I.2) each unimportant node's incoming weights are
+re-drawn with probability ``rho`` (independently per node, as in the paper; the authors' code
+re-draws a fixed fraction) from the network's own initializer. A trunk with BatchNorm is
+refused: its parameters belong to no group, so freezing could not be exact.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Iterable, Sequence
+import copy
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from agscl._weightwise import eval_mode
 from agscl.base import ContinualMethod, HeadSpec, check_range, iter_batches, module_device, task_heads
 from agscl.groups import NodeLayer, discover_layers, group_count, head_input_layer, spread_over_inputs
 from agscl.prox import shrink_factor
@@ -59,6 +62,9 @@ class AGSCL(ContinualMethod):
         prox_every: ``"epoch"`` (the authors' code; default) or ``"step"`` (the paper's equations).
         zero_init, rand_init: ablation switches for (I.1) and (I.2).
         seed: seed of the re-initialization draws (None: from torch's global generator).
+        init_fn: re-initializes a trunk layer in place the way the network was initialized
+            (e.g. orthogonal with gain sqrt(2)); (I.2) draws re-initialized rows from it.
+            None: the layer's own ``reset_parameters()`` (PyTorch's default initialization).
     """
 
     name = "agscl"
@@ -76,6 +82,7 @@ class AGSCL(ContinualMethod):
         zero_init: bool = True,
         rand_init: bool = True,
         seed: int | None = None,
+        init_fn: Callable[[nn.Module], Any] | None = None,
     ) -> None:
         check_range("mu", mu, 0.0, None)
         check_range("lam", lam, 0.0, None)
@@ -87,7 +94,13 @@ class AGSCL(ContinualMethod):
         self.mu, self.lam, self.eta, self.rho = float(mu), float(lam), float(eta), float(rho)
         self.prox_every = prox_every
         self.zero_init, self.rand_init = bool(zero_init), bool(rand_init)
+        self.init_fn = init_fn
         self.layers: list[NodeLayer] = discover_layers(trunk)
+        norms = [name for name, m in trunk.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if norms:
+            raise ValueError(f"the trunk has BatchNorm layers ({', '.join(norms)}): their scale, shift and running "
+                             "statistics are not part of any node's group, so AGS-CL could not freeze nodes exactly; "
+                             "use a trunk without BatchNorm")
         self.num_groups = group_count(self.layers)
         device = module_device(trunk)
         self.omega = [torch.zeros(layer.num_nodes, device=device) for layer in self.layers]
@@ -116,14 +129,15 @@ class AGSCL(ContinualMethod):
         return torch.zeros((), device=module_device(self.trunk))
 
     def after_step(self, lr: float) -> None:
-        if self.prox_every == "step":
-            self.proximal_step(lr)
+        # Masks first: zero-fixed weights that the optimizer just moved must not enter the
+        # drift norms of the prox step (they would let frozen nodes move).
         self.apply_masks()
+        if self.prox_every == "step":
+            self.proximal_step(lr)  # keeps exact zeros: targets are 0 wherever a mask is
 
     def end_epoch(self, lr: float) -> None:
-        if self.prox_every == "epoch":
+        if self.prox_every == "epoch":  # after_step has applied the masks already
             self.proximal_step(lr)
-            self.apply_masks()
 
     @torch.no_grad()
     def proximal_step(self, alpha: float) -> None:
@@ -208,16 +222,14 @@ class AGSCL(ContinualMethod):
             return hook
 
         handles = [layer.activation.register_forward_hook(hook_for(i)) for i, layer in enumerate(self.layers)]
-        was_training = self.trunk.training
-        self.trunk.eval()
         try:
-            for x in iter_batches(inputs):
-                self.trunk(x.to(device))
-                count += x.shape[0]
+            with eval_mode(self.trunk):
+                for x in iter_batches(inputs):
+                    self.trunk(x.to(device))
+                    count += x.shape[0]
         finally:
             for handle in handles:
                 handle.remove()
-            self.trunk.train(was_training)
         if count == 0:
             raise ValueError("end_task got no inputs: AGS-CL needs the task's data to compute node importance")
         return [(s / count).to(self.omega[i].dtype) for i, s in enumerate(sums)]
@@ -225,11 +237,14 @@ class AGSCL(ContinualMethod):
     # -- re-initialization -----------------------------------------------------------------
     @torch.no_grad()
     def _zero_fix(self, task: int) -> None:
-        """(I.1): zero and fix weights from unimportant nodes into important nodes and heads."""
+        """(I.1), in the paper's scope and order: every outgoing weight of an unimportant node
+        is set to 0, into every row of the next layer (the not re-drawn unimportant rows too);
+        those into important nodes and into learned tasks' heads stay 0 for all later tasks."""
         for index in range(1, len(self.layers)):
             layer = self.layers[index]
             weight = layer.module.weight
             from_unimportant = spread_over_inputs(self.omega[index - 1] == 0, weight, layer.in_repeat)
+            weight.masked_fill_(from_unimportant.expand_as(weight), 0.0)
             into_important = (self.omega[index] > 0).view((-1,) + (1,) * (weight.ndim - 1))
             self.fixed_zero[index] = _union(self.fixed_zero[index], (from_unimportant & into_important).expand_as(weight))
         last_unimportant = self.omega[-1] == 0
@@ -242,22 +257,27 @@ class AGSCL(ContinualMethod):
 
     @torch.no_grad()
     def _rand_init(self) -> None:
-        """(I.2): re-draw the incoming weights of each unimportant node with probability rho,
-        from the default ``nn.Linear``/``nn.Conv2d`` initialization U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+        """(I.2): re-draw the incoming weights (and bias) of each unimportant node with
+        probability rho, from the network's own initialization: a copy of the layer is
+        re-initialized (``init_fn``, else the layer's ``reset_parameters``) and the chosen rows
+        are taken from it, as the authors took them from a freshly built model. The draws come
+        from this method's generator, never from torch's global one."""
         for index, layer in enumerate(self.layers):
             module = layer.module
             chosen = (self.omega[index] == 0).cpu() & (torch.rand(layer.num_nodes, generator=self.generator) < self.rho)
-            rows = int(chosen.sum())
-            if rows == 0:
+            if not bool(chosen.any()):
                 continue
-            fan_in = module.weight[0].numel()
-            bound = 1.0 / math.sqrt(fan_in)
-            fresh = (torch.rand((rows,) + tuple(module.weight.shape[1:]), generator=self.generator) * 2 - 1) * bound
+            fresh = copy.deepcopy(module)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(0, 2**62, (), generator=self.generator)))
+                if self.init_fn is not None:
+                    self.init_fn(fresh)
+                else:
+                    fresh.reset_parameters()
             chosen_dev = chosen.to(module.weight.device)
-            module.weight[chosen_dev] = fresh.to(module.weight)
+            module.weight[chosen_dev] = fresh.weight.detach()[chosen_dev]
             if module.bias is not None:
-                fresh_b = (torch.rand(rows, generator=self.generator) * 2 - 1) * bound
-                module.bias[chosen_dev] = fresh_b.to(module.bias)
+                module.bias[chosen_dev] = fresh.bias.detach()[chosen_dev]
 
     @torch.no_grad()
     def _snapshot_anchor(self) -> None:

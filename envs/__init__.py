@@ -1,4 +1,4 @@
-"""Vectorized environments behind one small factory (Atari: :func:`envs.atari.make_atari`)."""
+"""Vectorized environments behind one small factory: ``get_suite("atari" | "minatar").make(...)``."""
 
 from envs.atari import (
     BACKENDS,
@@ -11,13 +11,17 @@ from envs.atari import (
     resolve_game,
     resolve_games,
 )
+from envs.suites import SUITES, Suite, get_suite
 
 __all__ = [
     "BACKENDS",
     "MAX_EPISODE_FRAMES",
     "PAPER_GAMES",
     "SEQUENCES",
+    "SUITES",
     "AtariVecEnv",
+    "Suite",
+    "get_suite",
     "list_games",
     "make_atari",
     "resolve_game",

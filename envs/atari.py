@@ -89,20 +89,9 @@ def resolve_game(name: str, backend: str = "envpool") -> str:
 
 def resolve_games(names: Sequence[str], backend: str = "envpool") -> list[str]:
     """Canonical names of ``names``, expanding named sequences (``paper``); no duplicates."""
-    out: list[str] = []
-    for name in names:
-        if name.lower() in SEQUENCES:
-            out.extend(SEQUENCES[name.lower()])
-        else:
-            out.append(resolve_game(name, backend))
-    if not out:
-        raise ValueError("no games given: name at least one game or a sequence (" + ", ".join(SEQUENCES) + ")")
-    seen: set[str] = set()
-    for game in out:
-        if game in seen:
-            raise ValueError(f"game {game!r} appears twice: in pure continual learning each game is learned once")
-        seen.add(game)
-    return out
+    from envs.suites import get_suite
+
+    return get_suite("atari").resolve_games(names, backend)
 
 
 class AtariVecEnv:
