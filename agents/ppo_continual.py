@@ -1,12 +1,14 @@
-"""Continual PPO on a sequence of Atari games, regularized between games (cleanrl style).
+"""Continual PPO on a sequence of Atari (or MinAtar) games, regularized between games (cleanrl style).
 
-One agent learns the games in order, each once (pure continual learning): a shared Nature-CNN
-trunk and one actor and one critic head per game. Between games a continual-learning method
+One agent learns the games in order, each once (pure continual learning): a shared CNN trunk
+(Nature-CNN for Atari, MinAtar's conv16 + fc128 for ``--suite minatar``) and one actor and
+one critic head per game. Between games a continual-learning method
 from :mod:`agscl` (``finetune``, ``ewc``, ``online_ewc``, ``mas``, ``agscl``) protects what
 the trunk learned, driven through the one protocol of :mod:`agscl.base`::
 
     python agents/ppo_continual.py --games StarGunner Boxing --method agscl --steps-per-game 1000000
     python agents/ppo_continual.py --preset paper --method agscl           # the authors' setting
+    python agents/ppo_continual.py --suite minatar --games Breakout SpaceInvaders Freeway
     python agents/ppo_continual.py --resume runs/<run_name>                # continue a killed run
 
 Everything lands in ``runs/<run_name>/``: TensorBoard events, ``results.json`` (config,
@@ -20,9 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import platform
 import random
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -34,15 +34,22 @@ import torch.nn as nn
 import tyro
 from torch.distributions.categorical import Categorical
 
+from agents.evaluation import collect_observations, evaluate, evaluate_random
 from agents.results import (
     RESULTS_FILE,
+    RESULTS_FORMAT,
+    continual_metrics,
     load_results,
     normalized,
-    reference_maxima,
+    random_scores,
+    reference_scores,
     write_json_atomic,
 )
+from agents.runtime import all_finite, rng_state, save_atomic, set_rng_state, versions
 from agscl.registry import make_method
-from envs.atari import MAX_EPISODE_FRAMES, OBS_SHAPE, PAPER_GAMES, SEQUENCES, make_atari, resolve_games
+from envs.atari import MAX_EPISODE_FRAMES, PAPER_GAMES
+from envs.minatar import MAX_EPISODE_STEPS as MINATAR_MAX_STEPS
+from envs.suites import SUITES, get_suite
 
 METHOD_CHOICES = ("finetune", "ewc", "online_ewc", "mas", "agscl")
 #: The authors' code computed RL importances about 21x larger than the plain mean activation
@@ -75,10 +82,15 @@ class Args:
     """a finished fine-tuning run whose best score per game normalizes the returns (paper Figure 7a)"""
 
     # continual setting
+    suite: Literal["atari", "minatar"] = "atari"
+    """game suite: `atari` (ALE through envpool/ale-py) or `minatar` (10x10 MinAtar games, optional extra
+    `.[minatar]`); `minatar` also switches the network and PPO defaults to the suite's (see SUITE_DEFAULTS)"""
     games: tuple[str, ...] = ("StarGunner", "Boxing")
-    """the games, learned in this order; a named sequence (`paper`) may be given instead of names"""
-    sequence: Optional[Literal["paper"]] = None
-    """a named game sequence instead of --games (`paper`: StarGunner Boxing VideoPinball CrazyClimber Gopher Robotank DemonAttack NameThisGame)"""
+    """the games, learned in this order; a named sequence of the suite (atari: `paper`; minatar: `interfere`,
+    `all`) may be given instead of names (minatar default: Breakout SpaceInvaders Freeway)"""
+    sequence: Optional[str] = None
+    """a named game sequence of the suite instead of --games (atari `paper`: StarGunner Boxing VideoPinball
+    CrazyClimber Gopher Robotank DemonAttack NameThisGame)"""
     steps_per_game: int = 10_000_000
     """environment steps per game (rounded down to whole PPO updates)"""
     backend: Literal["envpool", "ale"] = "envpool"
@@ -89,10 +101,11 @@ class Args:
     # network
     width: int = 1
     """width multiplier of the trunk's conv channels (the authors used 4)"""
-    channels: tuple[int, int, int] = (32, 64, 64)
-    """conv channels of the Nature-CNN trunk before --width (the authors: 32 64 32 with width 4 = 128 256 128)"""
+    channels: tuple[int, ...] = (32, 64, 64)
+    """conv channels of the trunk before --width: atari, three (Nature-CNN 8x8/4, 4x4/2, 3x3/1; the authors:
+    32 64 32 with width 4 = 128 256 128); minatar, one or more 3x3/1 convs (default 16)"""
     hidden: int = 512
-    """units of the trunk's fully connected layer"""
+    """units of the trunk's fully connected layer (minatar default 128)"""
 
     # continual-learning method
     method: Literal["finetune", "ewc", "online_ewc", "mas", "agscl"] = "agscl"
@@ -131,7 +144,11 @@ class Args:
     eval_envs: int = 8
     """parallel environments per evaluation"""
     eval_max_frames: int = MAX_EPISODE_FRAMES
-    """cap on an evaluation game's length in emulator frames (default: the standard 27000 steps x 4 frames)"""
+    """cap on an evaluation game's length in frames (atari: the standard 27000 steps x 4 frames; minatar: one
+    frame per step, default 10000)"""
+    random_episodes: int = 30
+    """whole games of the uniform random policy per game, measured at the game's start by the same evaluation
+    code: the baseline of the random-shifted metrics (normalized return, P, S)"""
     eval_greedy: bool = False
     """evaluate the most likely action instead of sampling the policy"""
     checkpoint_every: int = 500_000
@@ -169,6 +186,27 @@ class Args:
     target_kl: Optional[float] = None
     """the target KL divergence threshold"""
 
+
+#: Defaults that ``--suite`` changes (explicit flags and presets override them). MinAtar: the
+#: suite's usual network (Young & Tian 2019: one 3x3 conv of 16 channels, a 128-unit layer) and
+#: cleanrl's Atari PPO settings (8 envs x 128 steps, 4 epochs x 4 minibatches, clip 0.1, GAE
+#: 0.95, entropy 0.01) with the learning rate and game length set by the probe in the README.
+SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "atari": {},
+    "minatar": dict(
+        games=("Breakout", "SpaceInvaders", "Freeway"),
+        channels=(16,),
+        hidden=128,
+        steps_per_game=500_000,
+        learning_rate=5e-4,
+        eval_every=100_000,
+        eval_max_frames=MINATAR_MAX_STEPS,
+        checkpoint_every=100_000,
+        importance_obs=2048,
+        mu=1.0,
+        agscl_lambda=100.0,
+    ),
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -209,24 +247,33 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 
     return layer
 
 
-class Agent(nn.Module):
-    """Shared Nature-CNN trunk (a plain Conv-ReLU-...-Linear-ReLU chain, as :mod:`agscl`
-    expects) and ``heads[g] = ModuleList([actor, critic])`` per game; inputs are uint8 frames."""
+#: (kernel, stride) of each conv of the trunk, per suite (MinAtar: every conv is 3x3/1).
+CONV_LAYOUTS: dict[str, tuple[tuple[int, int], ...]] = {"atari": ((8, 4), (4, 2), (3, 1)), "minatar": ((3, 1),)}
 
-    def __init__(self, channels: Sequence[int], hidden: int) -> None:
+
+def trunk_layout(suite: str, convs: int) -> tuple[tuple[int, int], ...]:
+    layout = CONV_LAYOUTS[suite]
+    return layout if suite == "atari" else layout * convs
+
+
+class Agent(nn.Module):
+    """Shared CNN trunk (a plain Conv-ReLU-...-Linear-ReLU chain, as :mod:`agscl` expects) and
+    ``heads[g] = ModuleList([actor, critic])`` per game; inputs are uint8 observations that the
+    agent scales by ``obs_scale`` (Atari pixels 1/255, MinAtar's 0/1 cells 1)."""
+
+    def __init__(self, channels: Sequence[int], hidden: int, suite: str = "atari") -> None:
         super().__init__()
-        c1, c2, c3 = channels
-        self.trunk = nn.Sequential(
-            layer_init(nn.Conv2d(4, c1, 8, stride=4)),
-            nn.ReLU(),
-            layer_init(nn.Conv2d(c1, c2, 4, stride=2)),
-            nn.ReLU(),
-            layer_init(nn.Conv2d(c2, c3, 3, stride=1)),
-            nn.ReLU(),
-            nn.Flatten(),
-            layer_init(nn.Linear(c3 * 7 * 7, hidden)),
-            nn.ReLU(),
-        )
+        spec = get_suite(suite)
+        self.obs_scale = spec.obs_scale
+        layers: list[nn.Module] = []
+        in_channels = spec.obs_shape[0]
+        for out_channels, (kernel, stride) in zip(channels, trunk_layout(suite, len(channels))):
+            layers += [layer_init(nn.Conv2d(in_channels, out_channels, kernel, stride=stride)), nn.ReLU()]
+            in_channels = out_channels
+        layers.append(nn.Flatten())
+        with torch.no_grad():
+            flat = nn.Sequential(*layers)(torch.zeros((1,) + spec.obs_shape)).shape[1]
+        self.trunk = nn.Sequential(*layers, layer_init(nn.Linear(flat, hidden)), nn.ReLU())
         self.hidden = hidden
         self.heads = nn.ModuleList()
 
@@ -239,7 +286,7 @@ class Agent(nn.Module):
         return len(self.heads) - 1
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x.float() / 255.0)
+        return self.trunk(x.float() * self.obs_scale)
 
     def get_value(self, x: torch.Tensor, game: int) -> torch.Tensor:
         return self.heads[game][1](self.features(x))
@@ -255,20 +302,25 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), critic(hidden)
 
     @torch.no_grad()
-    def act(self, x: torch.Tensor, game: int, greedy: bool = False) -> torch.Tensor:
+    def act(self, x: torch.Tensor, game: int, greedy: bool = False,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions of game ``game``'s policy; sampled from ``generator`` when given (evaluation
+        uses its own, so it never moves torch's global generator)."""
         logits = self.heads[game][0](self.features(x))
-        return logits.argmax(dim=1) if greedy else Categorical(logits=logits).sample()
+        if greedy:
+            return logits.argmax(dim=1)
+        return torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
 
 
-def trunk_channels(args: Args) -> tuple[int, int, int]:
-    return tuple(c * args.width for c in args.channels)  # type: ignore[return-value]
+def trunk_channels(args: Args) -> tuple[int, ...]:
+    return tuple(c * args.width for c in args.channels)
 
 
 def method_hparams(args: Args) -> dict[str, Any]:
     """Keyword arguments of ``make_method`` for ``args.method``."""
     if args.method == "agscl":
         return dict(mu=args.mu, lam=args.agscl_lambda, eta=args.eta, rho=args.rho, prox_every=args.prox_every,
-                    zero_init=args.zero_init, rand_init=args.rand_init, seed=args.seed)
+                    zero_init=args.zero_init, rand_init=args.rand_init, seed=args.seed, init_fn=layer_init)
     if args.method == "ewc":
         return dict(lam=args.ewc_lambda)
     if args.method == "online_ewc":
@@ -279,15 +331,15 @@ def method_hparams(args: Args) -> dict[str, Any]:
 
 
 class ScaledBatches:
-    """Re-iterable float batches (``obs / 255`` on ``device``) of stored uint8 observations:
+    """Re-iterable float batches (``obs * scale`` on ``device``) of stored uint8 observations:
     the ``inputs`` that ``method.end_task`` expects (the trunk does no scaling itself)."""
 
-    def __init__(self, obs: torch.Tensor, batch: int, device: torch.device) -> None:
-        self.obs, self.batch, self.device = obs, batch, device
+    def __init__(self, obs: torch.Tensor, batch: int, device: torch.device, scale: float) -> None:
+        self.obs, self.batch, self.device, self.scale = obs, batch, device, scale
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for start in range(0, self.obs.shape[0], self.batch):
-            yield self.obs[start : start + self.batch].to(self.device).float() / 255.0
+            yield self.obs[start : start + self.batch].to(self.device).float() * self.scale
 
     def __len__(self) -> int:
         return -(-self.obs.shape[0] // self.batch)
@@ -296,22 +348,28 @@ class ScaledBatches:
 # --------------------------------------------------------------------------------------------
 # configuration: parsing and validation (no environment is built here)
 # --------------------------------------------------------------------------------------------
-def _preset_from_argv(argv: Sequence[str]) -> str:
+def _flag_from_argv(argv: Sequence[str], flag: str, default: str) -> str:
     for i, token in enumerate(argv):
-        if token == "--preset" and i + 1 < len(argv):
+        if token == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if token.startswith("--preset="):
+        if token.startswith(flag + "="):
             return token.split("=", 1)[1]
-    return "none"
+    return default
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
-    """tyro parse with ``--preset`` applied first, so that explicit flags override it."""
+    """tyro parse with the ``--suite`` defaults and then ``--preset`` applied first, so that
+    explicit flags override both."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    preset = _preset_from_argv(argv)
+    suite = _flag_from_argv(argv, "--suite", "atari")
+    if suite not in SUITE_DEFAULTS:
+        raise UserError(f"--suite {suite!r} is not valid: choose one of {', '.join(SUITES)}")
+    preset = _flag_from_argv(argv, "--preset", "none")
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r} is not valid: choose one of {', '.join(PRESETS)}")
-    default = dataclasses.replace(Args(), preset=preset, **PRESETS[preset])  # type: ignore[arg-type]
+    if preset == "paper" and suite != "atari":
+        raise UserError(f"--preset paper is the authors' Atari setting: it cannot be combined with --suite {suite}")
+    default = dataclasses.replace(Args(), suite=suite, preset=preset, **SUITE_DEFAULTS[suite], **PRESETS[preset])  # type: ignore[arg-type]
     return tyro.cli(Args, args=argv, default=default, description=__doc__.split("\n\n")[0])
 
 
@@ -322,18 +380,30 @@ def _check(name: str, ok: bool, allowed: str, value: Any) -> None:
 
 def validate(args: Args) -> list[str]:
     """Every check that needs no environment; returns the resolved game list."""
+    suite = get_suite(args.suite)
+    if args.sequence is not None and args.sequence.lower() not in suite.sequences:
+        raise UserError(f"--sequence {args.sequence!r} is not a {args.suite} sequence: choose one of {', '.join(suite.sequences)}")
     try:
-        games = resolve_games(list(SEQUENCES[args.sequence]) if args.sequence else list(args.games), args.backend)
+        games = suite.resolve_games([args.sequence] if args.sequence else list(args.games), args.backend)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if args.suite == "minatar":
+        try:
+            __import__("minatar")
+        except ImportError:
+            raise UserError('--suite minatar needs the optional extra: pip install -e ".[minatar]"') from None
     positive_ints = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "steps_per_game", "eval_episodes",
-                     "eval_envs", "importance_obs", "importance_batch", "width", "hidden")
+                     "eval_envs", "importance_obs", "importance_batch", "width", "hidden", "random_episodes")
     for name in positive_ints:
         _check(name, getattr(args, name) >= 1, "an integer >= 1", getattr(args, name))
-    _check("channels", all(c >= 1 for c in args.channels), "three integers >= 1", args.channels)
+    if args.suite == "atari":
+        _check("channels", len(args.channels) == 3 and all(c >= 1 for c in args.channels), "three integers >= 1", args.channels)
+    else:
+        _check("channels", len(args.channels) >= 1 and all(c >= 1 for c in args.channels), "one or more integers >= 1", args.channels)
     for name in ("eval_every", "checkpoint_every", "env_threads"):
         _check(name, getattr(args, name) >= 0, "an integer >= 0", getattr(args, name))
-    _check("eval_max_frames", args.eval_max_frames >= 4, "an integer >= 4 (one agent step is 4 frames)", args.eval_max_frames)
+    skip = get_suite(args.suite).frame_skip
+    _check("eval_max_frames", args.eval_max_frames >= skip, f"an integer >= {skip} (one agent step is {skip} frames)", args.eval_max_frames)
     for name in ("learning_rate", "clip_coef", "max_grad_norm"):
         value = getattr(args, name)
         _check(name, math.isfinite(value) and value > 0, "a finite number > 0", value)
@@ -357,7 +427,7 @@ def validate(args: Args) -> list[str]:
 
 def build_agent_and_method(args: Args, device: torch.device) -> tuple[Agent, Any]:
     """The agent (no heads yet) and its method; a method's bad hyperparameter is a UserError."""
-    agent = Agent(trunk_channels(args), args.hidden).to(device)
+    agent = Agent(trunk_channels(args), args.hidden, args.suite).to(device)
     try:
         method = make_method(args.method, agent.trunk, agent.heads, **method_hparams(args))
     except ValueError as exc:
@@ -399,7 +469,7 @@ class Setup:
     agent: Agent
     method: Any
     checkpoint: dict[str, Any] | None
-    ref_max: dict[str, float] | None
+    reference: dict[str, Any] | None  # results["reference"] less its "run" (see agents.results.reference_scores)
 
 
 def prepare(argv: Sequence[str] | None = None) -> Setup:
@@ -419,7 +489,7 @@ def prepare(argv: Sequence[str] | None = None) -> Setup:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     agent, method = build_agent_and_method(args, device)
-    ref_max = None
+    reference = None
     if checkpoint is None:
         if args.run_name is None:
             args.run_name = f"{args.exp_name}__{args.method}__{args.seed}__{int(time.time())}"
@@ -430,14 +500,14 @@ def prepare(argv: Sequence[str] | None = None) -> Setup:
             raise UserError(f"{run_dir} already exists: choose another --run-name, or continue it with --resume {run_dir}")
         if args.reference_run is not None:
             try:
-                ref_max = reference_maxima(load_results(args.reference_run), games, args.reference_run)
+                reference = reference_scores(load_results(args.reference_run), games, args.reference_run)
             except ValueError as exc:
                 raise UserError(f"--reference-run: {exc}") from None
     else:
         if checkpoint["games"] != games:
             raise UserError(f"{run_dir}: checkpoint games {checkpoint['games']} do not match its config {games}")
         ref = checkpoint["results"].get("reference")
-        ref_max = None if ref is None else dict(ref["max_return"])
+        reference = None if ref is None else {k: v for k, v in ref.items() if k != "run"}
         try:
             for count in checkpoint["action_counts"]:
                 agent.add_head(int(count))
@@ -445,115 +515,24 @@ def prepare(argv: Sequence[str] | None = None) -> Setup:
             method.load_state_dict(checkpoint["method"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{run_dir}/ckpt/latest.pt does not fit its config ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
-    if args.backend == "envpool":
+    if args.suite == "atari" and args.backend == "envpool":
         try:
             import envpool  # noqa: F401
         except ImportError:
             raise UserError("--backend envpool: envpool is not installed here (Linux only): use --backend ale") from None
-    return Setup(args, games, run_dir, device, agent, method, checkpoint, ref_max)
+    return Setup(args, games, run_dir, device, agent, method, checkpoint, reference)
 
 
 # --------------------------------------------------------------------------------------------
 # run-time helpers
 # --------------------------------------------------------------------------------------------
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "platform": platform.platform(), "torch": str(torch.__version__),
-           "numpy": str(np.__version__), "tyro": str(tyro.__version__)}
-    for name in ("envpool", "ale_py", "gymnasium"):
-        try:
-            out[name] = str(__import__(name).__version__)
-        except Exception:
-            out[name] = "unavailable"
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        out["git_commit"] = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                           timeout=5).stdout.strip() or "unknown"
-    except Exception:
-        out["git_commit"] = "unknown"
-    return out
-
-
-def save_atomic(obj: Any, path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-             "numpy_pos": int(np.random.get_state()[2]), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-    random.setstate((3, tuple(state["python"]), None))
-    if torch.cuda.is_available() and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@torch.no_grad()
-def evaluate(agent: Agent, game_index: int, game: str, args: Args, device: torch.device, seed: int) -> dict[str, Any]:
-    """Play ``args.eval_episodes`` whole games with that game's head; raw-score statistics.
-
-    Episodes are split evenly over the environments in advance (each plays its own quota), so
-    short games are not over-represented as they would be by taking the first N to finish.
-    """
-    n_envs = min(args.eval_envs, args.eval_episodes)
-    quota = np.full(n_envs, args.eval_episodes // n_envs)
-    quota[: args.eval_episodes % n_envs] += 1
-    done = np.zeros(n_envs, dtype=np.int64)
-    returns: list[float] = []
-    lengths: list[int] = []
-    env = make_atari(game, n_envs, seed=seed, backend=args.backend, train=False,
-                     max_episode_frames=args.eval_max_frames, num_threads=args.env_threads)
-    was_training = agent.training
-    agent.eval()
-    try:
-        obs = env.reset()
-        while (done < quota).any():
-            action = agent.act(torch.from_numpy(obs).to(device), game_index, greedy=args.eval_greedy)
-            obs, _, _, _, info = env.step(action.cpu().numpy())
-            counted = info["game_over"] & (done < quota)
-            returns.extend(info["episode_return"][counted].tolist())
-            lengths.extend(info["episode_length"][counted].tolist())
-            done += counted
-    finally:
-        env.close()
-        agent.train(was_training)
-    r = np.asarray(returns, dtype=np.float64)
-    return {"mean": float(r.mean()), "std": float(r.std()), "min": float(r.min()), "max": float(r.max()),
-            "episodes": int(r.size), "mean_length": float(np.mean(lengths)), "returns": r.tolist()}
-
-
-@torch.no_grad()
-def collect_observations(agent: Agent, env: Any, obs: np.ndarray, game_index: int, count: int,
-                         device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
-    """``count`` observations of the game, played by the trained policy (uint8, on the CPU)."""
-    out = torch.empty((count,) + obs.shape[1:], dtype=torch.uint8)
-    filled = 0
-    while filled < count:
-        take = min(count - filled, obs.shape[0])
-        out[filled : filled + take] = torch.from_numpy(obs[:take])
-        filled += take
-        action = agent.act(torch.from_numpy(obs).to(device), game_index)
-        obs, *_ = env.step(action.cpu().numpy())
-    return out, obs
-
-
-def all_finite(module: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
-
-
 class Run:
     """One continual run: the PPO loop over games, evaluations, logging and checkpoints."""
 
     def __init__(self, setup: Setup) -> None:
         self.s = setup
         self.args, self.games, self.device = setup.args, setup.games, setup.device
+        self.suite = get_suite(self.args.suite)
         self.agent, self.method = setup.agent, setup.method
         self.run_dir = setup.run_dir
         self.ckpt_dir = os.path.join(self.run_dir, "ckpt")
@@ -566,6 +545,7 @@ class Run:
         if ckpt is None:
             n = len(self.games)
             self.results: dict[str, Any] = {
+                "format": RESULTS_FORMAT,
                 "config": dataclasses.asdict(args),
                 "versions": versions(),
                 "games": list(self.games),
@@ -573,10 +553,12 @@ class Run:
                 "action_counts": [],
                 "score_matrix": [[None] * n for _ in range(n)],
                 "score_std_matrix": [[None] * n for _ in range(n)],
+                "random": {},
+                "metrics": {},
                 "timeline": [],
                 "regularizer": [],
                 "games_info": [],
-                "reference": None if setup.ref_max is None else {"run": args.reference_run, "max_return": setup.ref_max},
+                "reference": None if setup.reference is None else {"run": args.reference_run, **setup.reference},
                 "progress": {"global_step": 0, "games_done": 0, "status": "running"},
             }
             self.game, self.update, self.global_step = 0, 0, 0
@@ -628,6 +610,28 @@ class Run:
             self.writer.add_scalar(f"regularizer/{key}", value, self.global_step)
         return stats
 
+    def make_env(self, game: str, num_envs: int, seed: int, train: bool) -> Any:
+        args = self.args
+        return self.suite.make(game, num_envs, seed=seed, backend=args.backend, train=train,
+                               max_episode_frames=args.eval_max_frames, num_threads=args.env_threads)
+
+    def eval_env(self, game: str, seed: int, episodes: int) -> Any:
+        return self.make_env(game, min(self.args.eval_envs, episodes), seed, train=False)
+
+    def measure_random(self, g: int) -> None:
+        """The random-policy score of game ``g``, once per run, by the same evaluation code."""
+        game, args = self.games[g], self.args
+        if game in self.results["random"]:
+            return
+        t0 = time.time()
+        seed = args.seed + 100_003 * (g + 1) + 999_983
+        with self.eval_env(game, seed, args.random_episodes) as env:
+            stats = evaluate_random(env, args.random_episodes, seed)
+        self.results["random"][game] = stats
+        self.writer.add_scalar(f"eval/{game}/random_return", stats["mean"], self.global_step)
+        self.log(f"random policy on {game}: {stats['mean']:.2f} +- {stats['std']:.2f} over {stats['episodes']} games "
+                 f"({time.time() - t0:.1f}s)")
+
     def evaluate_all(self, upto: int, boundary: bool) -> None:
         """Evaluate games ``0..upto`` with their own heads; log, record, write results.json."""
         args = self.args
@@ -635,7 +639,8 @@ class Run:
         t0 = time.time()
         for j in range(upto + 1):
             seed = args.seed + 100_003 * (j + 1) + self.global_step % 1_000_003
-            stats = evaluate(self.agent, j, self.games[j], args, self.device, seed)
+            with self.eval_env(self.games[j], seed, args.eval_episodes) as env:
+                stats = evaluate(self.agent, j, env, args.eval_episodes, self.device, seed, greedy=args.eval_greedy)
             scores[self.games[j]] = stats
             for key in ("mean", "std", "min", "max"):
                 tag = "return" if key == "mean" else f"return_{key}"
@@ -648,13 +653,22 @@ class Run:
         summary = " ".join(f"{g}={s['mean']:.1f}" for g, s in scores.items())
         ref = self.results["reference"]
         if ref is not None:
-            norm, acc = normalized(scores, ref["max_return"])
+            norm, acc = normalized(scores, ref["max_return"], random_scores(self.results))
             entry["normalized"], entry["accumulated_normalized"] = norm, acc
             for g, v in norm.items():
                 self.writer.add_scalar(f"eval/{g}/normalized_return", v, self.global_step)
             self.writer.add_scalar("eval/accumulated_normalized_return", acc, self.global_step)
             summary += f" accumulated_normalized={acc:.3f}"
         self.results["timeline"].append(entry)
+        if boundary:
+            self.results["metrics"] = metrics = continual_metrics(self.results)
+            for g, values in metrics["per_game"].items():
+                for key, value in values.items():
+                    if value is not None:
+                        self.writer.add_scalar(f"metrics/{g}/{key}", value, self.global_step)
+            for key in ("P_mean", "S_mean", "forgetting_mean_normalized", "bwt_mean_normalized"):
+                if metrics.get(key) is not None:
+                    self.writer.add_scalar(f"metrics/{key}", metrics[key], self.global_step)
         self.write_results()
         self.log(f"eval{' (end of game)' if boundary else ''} after {self.games[upto]}: {summary} ({time.time() - t0:.1f}s)")
 
@@ -702,8 +716,9 @@ class Run:
     def train_game(self) -> None:
         args, agent, method, device = self.args, self.agent, self.method, self.device
         g, game = self.game, self.games[self.game]
-        env = make_atari(game, args.num_envs, seed=args.seed + 10_007 * g + 7_919 * self.update, backend=args.backend,
-                         train=True, num_threads=args.env_threads)
+        if self.update == 0:
+            self.measure_random(g)
+        env = self.make_env(game, args.num_envs, args.seed + 10_007 * g + 7_919 * self.update, train=True)
         try:
             if self.update == 0:
                 if len(agent.heads) != g:
@@ -722,7 +737,8 @@ class Run:
             self.log(f"game {g + 1}/{len(self.games)}: {game} ({env.action_count} actions), "
                      f"updates {self.update + 1}..{self.num_updates} of {self.batch_size} steps, method {args.method}")
 
-            obs_buf = torch.zeros((args.num_steps, args.num_envs) + OBS_SHAPE, dtype=torch.uint8, device=device)
+            obs_shape = self.suite.obs_shape
+            obs_buf = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
             actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
             logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
             rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
@@ -771,7 +787,7 @@ class Run:
                         advantages[t] = lastgaelam
                     returns = advantages + values
 
-                b_obs = obs_buf.reshape((-1,) + OBS_SHAPE)
+                b_obs = obs_buf.reshape((-1,) + obs_shape)
                 b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape(-1)
                 b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
 
@@ -847,7 +863,7 @@ class Run:
             # end of the game: importance from the trained policy's own play, then evaluation
             t0 = time.time()
             stored, _ = collect_observations(agent, env, next_obs.cpu().numpy(), g, args.importance_obs, device)
-            method.end_task(g, ScaledBatches(stored, args.importance_batch, device))
+            method.end_task(g, ScaledBatches(stored, args.importance_batch, device, self.suite.obs_scale))
             del stored
             stats = self.log_statistics()
             self.results["regularizer"].append({"game": g, "game_name": game, "global_step": self.global_step, **stats})

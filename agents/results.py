@@ -2,10 +2,20 @@
 
 Pure json/numpy, shared by the agent (which writes the file) and the plot script (which reads
 only these files). Score matrix: ``score_matrix[i][j]`` is the mean raw score of game ``j``
-after training game ``i`` (``None`` for ``j > i`` or rows not reached yet). Normalized
-returns follow the paper's Figure 7a: a score divided by the best evaluation mean the
-fine-tuning reference run reached on that game; the accumulated normalized return sums them
-over the games learned so far.
+after training game ``i`` (``None`` for ``j > i`` or rows not reached yet). ``random[g]`` is
+game ``g``'s random-policy score, measured in the same run by the same evaluation code.
+
+Every RL metric is computed on scores shifted by that random score ``R``, because raw returns
+can be 0 or negative (Boxing) and their ratios then mean nothing:
+
+- normalized return (the paper's Figure 7a, random-shifted): ``(score - R) / (best - R)`` with
+  ``best`` the best evaluation mean the fine-tuning reference run reached on the game; the
+  accumulated normalized return sums it over the games learned so far;
+- plasticity ``P_j = (A[j,j] - R_j) / (A_FT[j,j] - R_j)``, stability
+  ``S_j = (A[T,j] - R_j) / max_{j<=i<=T} (A[i,j] - R_j)`` (NaN for a game never learned above
+  random); for positive scores and ``R = 0`` these are the paper's definitions;
+- forgetting (max-based) and BWT per game in raw score units, and their means over games on
+  the normalized scale (one game's points are not another's).
 """
 
 from __future__ import annotations
@@ -19,6 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 
 RESULTS_FILE = "results.json"
+#: Version of the results file's structure (2: random-policy scores and random-shifted metrics).
+RESULTS_FORMAT = 2
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
@@ -62,24 +74,75 @@ def best_scores(results: dict[str, Any]) -> dict[str, float]:
     return best
 
 
-def reference_maxima(reference: dict[str, Any], games: Sequence[str], where: str) -> dict[str, float]:
-    """Best fine-tuning score per game in ``games``; ``ValueError`` when the reference does not
-    cover a game or its best score is not positive (then the ratio means nothing)."""
+def reference_scores(reference: dict[str, Any], games: Sequence[str], where: str) -> dict[str, dict[str, float]]:
+    """What a fine-tuning reference run gives the metrics, per game in ``games``: its best
+    evaluation mean (``max_return``), its score right after learning the game (``diag_return``,
+    None while it has not finished that game) and its random-policy score (``random_return``).
+    ``ValueError`` when it does not cover a game, predates random scores, or never scored above
+    random on a game (then normalizing by it means nothing)."""
     best = best_scores(reference)
     missing = [g for g in games if g not in best]
     if missing:
         have = ", ".join(sorted(best)) or "none"
         raise ValueError(f"reference run {where} does not cover games {', '.join(missing)} (it has evaluations of: {have})")
-    bad = [f"{g}={best[g]:g}" for g in games if not best[g] > 0]
+    random = reference.get("random") or {}
+    no_random = [g for g in games if g not in random]
+    if no_random:
+        raise ValueError(f"reference run {where} has no random-policy score for {', '.join(no_random)} "
+                         f"(written before results format {RESULTS_FORMAT}): re-run it")
+    bad = [f"{g}={best[g]:g} (random {random[g]['mean']:g})" for g in games if not best[g] > random[g]["mean"]]
     if bad:
-        raise ValueError(f"reference run {where} has non-positive best scores ({', '.join(bad)}): cannot normalize by them")
-    return {g: best[g] for g in games}
+        raise ValueError(f"reference run {where} never scored above the random policy on {', '.join(bad)}: cannot normalize by it")
+    ref_games, a = list(reference["games"]), score_matrix(reference)
+    diag = {g: (float(a[ref_games.index(g), ref_games.index(g)]) if g in ref_games else math.nan) for g in games}
+    return {"max_return": {g: best[g] for g in games},
+            "diag_return": {g: (None if math.isnan(v) else v) for g, v in diag.items()},
+            "random_return": {g: float(random[g]["mean"]) for g in games}}
 
 
-def normalized(scores: dict[str, dict[str, Any]], ref_max: dict[str, float]) -> tuple[dict[str, float], float]:
-    """Normalized mean score per game of one evaluation, and their sum (accumulated return)."""
-    norm = {g: float(s["mean"]) / ref_max[g] for g, s in scores.items() if g in ref_max and s.get("mean") is not None}
+def normalized(scores: dict[str, dict[str, Any]], ref_max: dict[str, float],
+               random: dict[str, float]) -> tuple[dict[str, float], float]:
+    """Random-shifted normalized mean score per game of one evaluation, ``(mean - R) / (best - R)``,
+    and their sum (the accumulated normalized return)."""
+    norm = {g: (float(s["mean"]) - random[g]) / (ref_max[g] - random[g])
+            for g, s in scores.items() if g in ref_max and g in random and s.get("mean") is not None}
     return norm, float(sum(norm.values()))
+
+
+def random_scores(results: dict[str, Any]) -> dict[str, float]:
+    """Per game, the random-policy mean score the run measured."""
+    return {g: float(s["mean"]) for g, s in (results.get("random") or {}).items()}
+
+
+def continual_metrics(results: dict[str, Any]) -> dict[str, Any]:
+    """P, S, forgetting and BWT of a run over its finished games (see the module docstring);
+    P needs the run's fine-tuning reference (``results["reference"]``)."""
+    from agscl import metrics
+
+    n = games_done(results)
+    games = list(results["games"])[:n]
+    random = random_scores(results)
+    if n == 0 or any(g not in random for g in games):
+        return {"games": games, "per_game": {}}
+    a = score_matrix(results)[:n, :n]
+    base = np.array([random[g] for g in games])
+    ref = results.get("reference") or {}
+    diag = [ (ref.get("diag_return") or {}).get(g) for g in games]
+    p = (metrics.plasticity_per_task(a, np.array([np.nan if d is None else d for d in diag]), base)
+         if ref else np.full(n, np.nan))
+    s = metrics.stability_per_task(a, base)
+    f, bwt = metrics.forgetting_per_task(a), metrics.backward_transfer_per_task(a)
+    # normalized scale: the reference's best gain over random, else the run's own best gain
+    scale = np.array([(ref["max_return"][g] - random[g]) if ref else (a[j:, j] - random[g]).max() for j, g in enumerate(games)])
+    scale = np.where(scale > 0, scale, np.nan)
+    clean = lambda v: None if v is None or not np.isfinite(v) else float(v)  # noqa: E731
+    per_game = {g: {"P": clean(p[j]), "S": clean(s[j]),
+                    "forgetting": clean(f[j]) if j < n - 1 else None, "bwt": clean(bwt[j]) if j < n - 1 else None}
+                for j, g in enumerate(games)}
+    mean = lambda v: clean(float(np.nanmean(v))) if np.isfinite(v).any() else None  # noqa: E731
+    return {"games": games, "per_game": per_game, "P_mean": mean(p), "S_mean": mean(s),
+            "forgetting_mean_normalized": mean(f / scale[: n - 1]) if n > 1 else None,
+            "bwt_mean_normalized": mean(bwt / scale[: n - 1]) if n > 1 else None}
 
 
 def score_matrix(results: dict[str, Any]) -> np.ndarray:
