@@ -3,9 +3,11 @@
     python agents/plot_continual.py runs/A runs/B ... --reference runs/FT [--out fig.png]
 
 (a) accumulated normalized return over the timeline: at every evaluation, the sum over the
-games learned so far of (mean score / best mean score of the fine-tuning reference on that
-game); (b) plasticity per game ``A[i,i] / A_FT[i,i]`` and (c) stability per game
-``A[T,j] / max_{j<=i<=T} A[i,j]`` (``agscl.metrics``), over the games each run finished.
+games learned so far of ``(mean score - R) / (best mean score of the fine-tuning reference - R)``
+with ``R`` the game's random-policy score measured by the run; (b) plasticity per game
+``(A[i,i] - R_i) / (A_FT[i,i] - R_i)`` and (c) stability per game
+``(A[T,j] - R_j) / max_{j<=i<=T} (A[i,j] - R_j)`` (``agscl.metrics`` with a baseline; see
+``agents/results.py``), over the games each run finished.
 Without ``--reference`` the first given run whose method is ``finetune`` is the reference.
 Bad input (missing or foreign results, a reference that does not cover the games) is one
 line on stderr and exit code 2.
@@ -22,7 +24,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tyro
 
-from agents.results import games_done, load_results, normalized, reference_maxima, score_matrix
+from agents.results import games_done, load_results, normalized, random_scores, reference_scores, score_matrix
 from agscl.metrics import plasticity_per_task, stability_per_task
 
 
@@ -53,11 +55,14 @@ class RunSummary:
 def summarize(label: str, results: dict[str, Any], reference: dict[str, Any], ref_where: str) -> RunSummary:
     """Everything plotted for one run; ``ValueError`` when the reference does not cover it."""
     games = list(results["games"])
-    ref_max = reference_maxima(reference, games, ref_where)
+    ref = reference_scores(reference, games, ref_where)
+    random = random_scores(results)
+    if any(g not in random for g in games[: games_done(results)]):
+        raise ValueError(f"run {label} has no random-policy scores (results format < 2): re-run it with this version")
     steps, acc, bounds = [], [], []
     for entry in results["timeline"]:
         steps.append(entry["global_step"])
-        acc.append(normalized(entry["scores"], ref_max)[1])
+        acc.append(normalized(entry["scores"], ref["max_return"], random)[1])
         if entry.get("boundary"):
             bounds.append(entry["global_step"])
     n = games_done(results)
@@ -69,9 +74,9 @@ def summarize(label: str, results: dict[str, Any], reference: dict[str, Any], re
     if missing:
         raise ValueError(f"reference run {ref_where} did not finish games {', '.join(missing)}: no end-of-game score for plasticity")
     ref_diag = np.array([ref_a[ref_games.index(g), ref_games.index(g)] for g in games[:n]])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = plasticity_per_task(a, ref_diag) if n else np.zeros(0)
-        s = stability_per_task(a) if n else np.zeros(0)
+    base = np.array([random[g] for g in games[:n]])
+    p = plasticity_per_task(a, ref_diag, base) if n else np.zeros(0)
+    s = stability_per_task(a, base) if n else np.zeros(0)
     return RunSummary(label, str(results["config"].get("method", "?")), games, np.array(steps), np.array(acc), bounds, p, s)
 
 
@@ -86,7 +91,8 @@ def table(summaries: Sequence[RunSummary]) -> list[list[str]]:
         n = len(s.plasticity)
         fmt = lambda v: f"{v:.3f}" if np.isfinite(v) else "nan"  # noqa: E731
         row = [s.label, s.method, str(n), fmt(s.accumulated[-1]) if s.accumulated.size else "nan",
-               fmt(float(np.mean(s.plasticity))) if n else "nan", fmt(float(np.mean(s.stability))) if n else "nan"]
+               fmt(float(np.nanmean(s.plasticity))) if np.isfinite(s.plasticity).any() else "nan",
+               fmt(float(np.nanmean(s.stability))) if np.isfinite(s.stability).any() else "nan"]
         row += [fmt(s.plasticity[j]) if j < n and s.games[j] == g else "" for j, g in enumerate(games)]
         row += [fmt(s.stability[j]) if j < n and s.games[j] == g else "" for j, g in enumerate(games)]
         rows.append(row)

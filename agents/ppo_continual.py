@@ -68,6 +68,9 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, cuda is used when available"""
+    torch_threads: int = 0
+    """CPU threads of torch's intra-op pool (0: torch's default, all cores); use 1 when several runs share the
+    cores, else their thread pools oversubscribe them (5x slower for two small MinAtar runs on 2 cores)"""
     run_name: Optional[str] = None
     """directory name under --runs-dir (default: <exp_name>__<method>__<seed>__<unix time>); must not exist"""
     runs_dir: str = "runs"
@@ -400,7 +403,7 @@ def validate(args: Args) -> list[str]:
         _check("channels", len(args.channels) == 3 and all(c >= 1 for c in args.channels), "three integers >= 1", args.channels)
     else:
         _check("channels", len(args.channels) >= 1 and all(c >= 1 for c in args.channels), "one or more integers >= 1", args.channels)
-    for name in ("eval_every", "checkpoint_every", "env_threads"):
+    for name in ("eval_every", "checkpoint_every", "env_threads", "torch_threads"):
         _check(name, getattr(args, name) >= 0, "an integer >= 0", getattr(args, name))
     skip = get_suite(args.suite).frame_skip
     _check("eval_max_frames", args.eval_max_frames >= skip, f"an integer >= {skip} (one agent step is {skip} frames)", args.eval_max_frames)
@@ -890,6 +893,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{setup.run_dir} is already finished ({len(setup.games)} games): nothing to resume")
         return 0
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     os.makedirs(setup.run_dir, exist_ok=True)
     print(f"run {setup.run_dir}: games {' '.join(setup.games)}, method {args.method}, device {setup.device}", flush=True)
     try:

@@ -381,3 +381,82 @@ def test_used_capacity_counts_nodes_whose_group_did_not_move_during_the_task():
     method.end_task(1, [torch.rand(32, 3)])
     assert method.history[-1]["used_capacity"] == pytest.approx(unmoved)
     assert unmoved == pytest.approx(13 / 16)
+
+
+# -- review fixes: re-init distribution, (I.1) scope, mask order, BatchNorm, train flags -------
+def test_rand_init_redraws_from_the_networks_own_initializer():
+    """The agent initializes orthogonally with gain sqrt(2): re-drawn rows must look like its
+    rows (norm sqrt(2) for a wide layer), not like PyTorch's default U(+-1/sqrt(fan_in))."""
+    from agents.ppo_continual import layer_init
+
+    trunk = nn.Sequential(layer_init(nn.Linear(256, 64)), nn.ReLU())
+    method = AGSCL(trunk, [nn.Linear(64, 2), nn.Linear(64, 2)], mu=0.0, lam=1.0, rho=1.0, seed=0, init_fn=layer_init)
+    silence_nodes(trunk[0], list(range(32)))
+    before = trunk[0].weight.detach().clone()
+    method.end_task(0, [torch.randn(64, 256)])
+    fresh = trunk[0].weight.detach()[:32]
+    assert not torch.equal(fresh, before[:32])
+    norms = torch.linalg.vector_norm(fresh, dim=1)
+    assert torch.allclose(norms, torch.full_like(norms, 2**0.5), atol=1e-5)  # orthogonal rows, gain sqrt 2
+    assert torch.all(trunk[0].bias[:32] == 0)  # layer_init's zero bias
+    # and the draw does not consume torch's global generator
+    inputs = [torch.randn(64, 256)]
+    silence_nodes(trunk[0], list(range(32)))
+    state = torch.get_rng_state()
+    method.end_task(1, inputs)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_zero_init_zeroes_every_outgoing_weight_of_unimportant_nodes():
+    """(I.1) as in the paper: the unimportant input's column is 0 in every row of the next layer
+    (also unimportant rows that are not re-drawn), fixed for good only into important rows."""
+    trunk = mlp_trunk(3, 8)
+    method = AGSCL(trunk, [nn.Linear(8, 2)], mu=0.0, lam=1.0, rho=0.0, seed=0)
+    silence_nodes(trunk[0], [2, 5])  # unimportant in layer 1
+    silence_nodes(trunk[2], [0])  # unimportant in layer 2
+    with torch.no_grad():
+        trunk[2].weight[0].fill_(0.3)  # the unimportant row reads every input, 2 and 5 included
+    method.end_task(0, [torch.rand(32, 3)])
+    unimportant_in = method.omega[0] == 0
+    assert bool(unimportant_in[[2, 5]].all()) and not bool(unimportant_in.all())
+    w = trunk[2].weight
+    assert torch.all(w[:, unimportant_in] == 0)  # every row, the unimportant row 0 included
+    assert torch.all(w[0, ~unimportant_in] == 0.3)  # its other inputs are untouched (rho=0)
+    important_out = method.omega[1] > 0
+    fixed = method.fixed_zero[1]
+    assert torch.equal(fixed, important_out[:, None] & unimportant_in[None, :])  # fixed only into important rows
+
+
+def test_step_mode_masks_before_prox_so_frozen_rows_do_not_drift():
+    """Adam writes into zero-fixed weights; if those values entered the drift norm of an
+    important row, its norm would exceed the threshold and the row would move."""
+    trunk = mlp_trunk(3, 8)
+    method = AGSCL(trunk, [nn.Linear(8, 2)], mu=0.0, lam=1.0, rho=0.0, prox_every="step", seed=0)
+    silence_nodes(trunk[0], [2])
+    method.end_task(0, [torch.rand(32, 3) + 0.5])
+    method.begin_task(1)
+    row = 4
+    assert method.omega[1][row] > 0 and bool(method.fixed_zero[1][row, 2])
+    anchor = trunk[2].weight[row].detach().clone()
+    alpha = 0.1
+    tau = float(alpha * method.lam * method.omega[1][row])
+    with torch.no_grad():
+        trunk[2].weight[row, 2] = 100.0  # what an optimizer step wrote into the fixed weight
+        trunk[2].weight[row, 0] += 0.5 * tau  # a small drift: within the freezing threshold
+    method.after_step(alpha)
+    assert torch.equal(trunk[2].weight[row], anchor)  # frozen exactly, fixed weight back at 0
+
+
+def test_batchnorm_trunk_is_refused_with_the_reason():
+    trunk = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 8), nn.ReLU())
+    with pytest.raises(ValueError, match=r"BatchNorm layers \(1\).*freeze nodes exactly"):
+        AGSCL(trunk, [nn.Linear(8, 2)], mu=0.1, lam=1.0)
+
+
+def test_importance_restores_each_modules_own_train_flag():
+    trunk = conv_trunk(dropout=0.5)
+    method = AGSCL(trunk, [nn.Linear(10, 2)], mu=0.0, lam=1.0, rho=0.0)
+    trunk.train()
+    trunk[4].eval()  # a frozen dropout inside a training trunk
+    method.end_task(0, [torch.rand(8, 1, 6, 6)])
+    assert trunk.training and trunk[0].training and not trunk[4].training
