@@ -55,7 +55,11 @@ class RunSummary:
 def summarize(label: str, results: dict[str, Any], reference: dict[str, Any], ref_where: str) -> RunSummary:
     """Everything plotted for one run; ``ValueError`` when the reference does not cover it."""
     games = list(results["games"])
-    ref = reference_scores(reference, games, ref_where)
+    ref = reference_scores(reference, games, ref_where, strict=False)
+    weak = [g for g in games if not ref["max_return"][g] > ref["random_return"][g]]
+    if weak:
+        print(f"plot_continual: note: the reference never beat the random policy on {', '.join(weak)}: "
+              "no normalized return for it (train longer)", file=sys.stderr)
     random = random_scores(results)
     if any(g not in random for g in games[: games_done(results)]):
         raise ValueError(f"run {label} has no random-policy scores (results format < 2): re-run it with this version")

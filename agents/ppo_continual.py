@@ -658,9 +658,11 @@ class Run:
         ref = self.results["reference"]
         if ref is not None:
             norm, acc = normalized(scores, ref["max_return"], random_scores(self.results))
-            entry["normalized"], entry["accumulated_normalized"] = norm, acc
+            entry["normalized"] = {g: None if math.isnan(v) else v for g, v in norm.items()}
+            entry["accumulated_normalized"] = acc
             for g, v in norm.items():
-                self.writer.add_scalar(f"eval/{g}/normalized_return", v, self.global_step)
+                if not math.isnan(v):
+                    self.writer.add_scalar(f"eval/{g}/normalized_return", v, self.global_step)
             self.writer.add_scalar("eval/accumulated_normalized_return", acc, self.global_step)
             summary += f" accumulated_normalized={acc:.3f}"
         self.results["timeline"].append(entry)

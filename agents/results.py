@@ -74,12 +74,14 @@ def best_scores(results: dict[str, Any]) -> dict[str, float]:
     return best
 
 
-def reference_scores(reference: dict[str, Any], games: Sequence[str], where: str) -> dict[str, dict[str, float]]:
+def reference_scores(reference: dict[str, Any], games: Sequence[str], where: str,
+                     strict: bool = True) -> dict[str, dict[str, float]]:
     """What a fine-tuning reference run gives the metrics, per game in ``games``: its best
     evaluation mean (``max_return``), its score right after learning the game (``diag_return``,
     None while it has not finished that game) and its random-policy score (``random_return``).
     ``ValueError`` when it does not cover a game, predates random scores, or never scored above
-    random on a game (then normalizing by it means nothing)."""
+    random on a game (then normalizing by it means nothing; ``strict=False`` lets that through
+    and :func:`normalized` gives NaN for such a game)."""
     best = best_scores(reference)
     missing = [g for g in games if g not in best]
     if missing:
@@ -91,7 +93,7 @@ def reference_scores(reference: dict[str, Any], games: Sequence[str], where: str
         raise ValueError(f"reference run {where} has no random-policy score for {', '.join(no_random)} "
                          f"(written before results format {RESULTS_FORMAT}): re-run it")
     bad = [f"{g}={best[g]:g} (random {random[g]['mean']:g})" for g in games if not best[g] > random[g]["mean"]]
-    if bad:
+    if bad and strict:
         raise ValueError(f"reference run {where} never scored above the random policy on {', '.join(bad)}: cannot normalize by it")
     ref_games, a = list(reference["games"]), score_matrix(reference)
     diag = {g: (float(a[ref_games.index(g), ref_games.index(g)]) if g in ref_games else math.nan) for g in games}
@@ -103,10 +105,11 @@ def reference_scores(reference: dict[str, Any], games: Sequence[str], where: str
 def normalized(scores: dict[str, dict[str, Any]], ref_max: dict[str, float],
                random: dict[str, float]) -> tuple[dict[str, float], float]:
     """Random-shifted normalized mean score per game of one evaluation, ``(mean - R) / (best - R)``,
-    and their sum (the accumulated normalized return)."""
-    norm = {g: (float(s["mean"]) - random[g]) / (ref_max[g] - random[g])
+    and their sum over the games where it is defined (the accumulated normalized return); NaN
+    for a game whose reference best is not above ``R``."""
+    norm = {g: (float(s["mean"]) - random[g]) / (ref_max[g] - random[g]) if ref_max[g] > random[g] else math.nan
             for g, s in scores.items() if g in ref_max and g in random and s.get("mean") is not None}
-    return norm, float(sum(norm.values()))
+    return norm, float(sum(v for v in norm.values() if not math.isnan(v)))
 
 
 def random_scores(results: dict[str, Any]) -> dict[str, float]:
@@ -127,7 +130,7 @@ def continual_metrics(results: dict[str, Any]) -> dict[str, Any]:
     a = score_matrix(results)[:n, :n]
     base = np.array([random[g] for g in games])
     ref = results.get("reference") or {}
-    diag = [ (ref.get("diag_return") or {}).get(g) for g in games]
+    diag = [(ref.get("diag_return") or {}).get(g) for g in games]
     p = (metrics.plasticity_per_task(a, np.array([np.nan if d is None else d for d in diag]), base)
          if ref else np.full(n, np.nan))
     s = metrics.stability_per_task(a, base)

@@ -153,16 +153,30 @@ def test_agscl_large_lambda_freezes_important_groups_finetune_moves_them(runs):
     assert moved.float().mean() > 0.7, moved.float().mean()  # most groups move in game 2 (dead ReLUs may not)
 
 
+def _reference_beating_random(ft: str, where) -> str:
+    """The fine-tuning run with its random-policy scores set below its best scores: 128 steps
+    teach nothing, and a reference must beat the random policy to normalize by it."""
+    res = load_results(ft)
+    for g in GAMES:
+        best = max(e["scores"][g]["mean"] for e in res["timeline"] if g in e["scores"])
+        res["random"][g]["mean"] = best - 50.0
+    where.mkdir()
+    (where / "results.json").write_text(json.dumps(res))
+    return str(where)
+
+
 def test_reference_run_normalizes_and_plot_draws_figure7(runs, tmp_path, capsys):
-    ft = runs("finetune", "--method", "finetune")
+    ft = _reference_beating_random(runs("finetune", "--method", "finetune"), tmp_path / "ft")
     ags = runs("agscl_ref", "--method", "agscl", "--reference-run", ft)
     ref = load_results(ft)
     ref_max = {g: max(e["scores"][g]["mean"] for e in ref["timeline"] if g in e["scores"]) for g in GAMES}
     res = load_results(ags)
     assert res["reference"]["max_return"] == ref_max
+    assert res["reference"]["random_return"] == {g: ref["random"][g]["mean"] for g in GAMES}
+    rand = {g: res["random"][g]["mean"] for g in GAMES}  # the run's own random-policy scores
     tb = dict(scalars(ags)["eval/accumulated_normalized_return"])
     for entry in res["timeline"]:
-        expected = sum(s["mean"] / ref_max[g] for g, s in entry["scores"].items())
+        expected = sum((s["mean"] - rand[g]) / (ref_max[g] - rand[g]) for g, s in entry["scores"].items())
         assert entry["accumulated_normalized"] == pytest.approx(expected)
         assert tb[entry["global_step"]] == pytest.approx(expected, rel=1e-6)
 
@@ -175,14 +189,24 @@ def test_reference_run_normalizes_and_plot_draws_figure7(runs, tmp_path, capsys)
     header, row = rows[0], rows[1]
     a = np.array(res["score_matrix"], dtype=float)
     b = np.array(ref["score_matrix"], dtype=float)
+
+    def ratio(num, den):
+        return "nan" if den <= 0 else pytest.approx(num / den, abs=1e-3)
+
+    def cell(name):
+        value = row[header.index(name)]
+        return "nan" if value == "nan" else float(value)
+
     for j, g in enumerate(GAMES):
-        assert float(row[header.index(f"P_{g}")]) == pytest.approx(a[j, j] / b[j, j], abs=1e-3)
-        assert float(row[header.index(f"S_{g}")]) == pytest.approx(a[1, j] / a[j:, j].max(), abs=1e-3)
+        r = rand[g]
+        assert cell(f"P_{g}") == ratio(a[j, j] - r, b[j, j] - r)
+        assert cell(f"S_{g}") == ratio(a[1, j] - r, (a[j:, j] - r).max())
     assert float(row[header.index("accumulated_normalized")]) == pytest.approx(res["timeline"][-1]["accumulated_normalized"], abs=1e-3)
     assert "agscl_ref" in printed and str(out) in printed
-    # the fine-tuning reference against itself: plasticity 1 everywhere
+    # the fine-tuning reference against itself: plasticity 1 on every game it learned above random
     ft_row = rows[2]
-    assert all(float(ft_row[header.index(f"P_{g}")]) == 1.0 for g in GAMES)
+    ft_rand = {g: ref["random"][g]["mean"] for g in GAMES}
+    assert all(float(ft_row[header.index(f"P_{g}")]) == 1.0 for g in GAMES if b[GAMES.index(g), GAMES.index(g)] > ft_rand[g])
 
 
 def test_plot_rejects_a_reference_that_does_not_cover_the_games(runs, tmp_path, capsys):
@@ -298,7 +322,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_environment(extra, message,
     def no_env(*a, **k):
         raise AssertionError("an environment was built")
 
-    monkeypatch.setattr(ppo_continual, "make_atari", no_env)
+    monkeypatch.setattr(ppo_continual.Run, "make_env", no_env)
     rc = ppo_continual.main([*TINY, "--runs-dir", str(tmp_path), "--run-name", "x", *extra])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
@@ -341,23 +365,6 @@ def test_preset_paper_sets_the_authors_configuration_and_flags_override_it():
     assert args.agscl_lambda == 100 * 21 and args.mu == 0.1
     plain = ppo_continual.parse_args([])
     assert plain.num_envs == 8 and plain.num_steps == 128 and plain.learning_rate == 2.5e-4 and plain.ent_coef == 0.01
-
-
-def test_demo_writes_results_events_and_plot(tmp_path, capsys):
-    from agents import demo
-
-    out = tmp_path / "demo"
-    rc = demo.main(["--games", *GAMES, "--steps-per-game", "64", "--num-envs", "2", "--num-steps", "32",
-                    "--eval-episodes", "1", "--eval-every", "0", "--eval-max-frames", "600", "--importance-obs", "32",
-                    "--out-dir", str(out)])
-    printed = capsys.readouterr().out
-    assert rc == 0
-    for name in ("agscl", "finetune"):
-        assert load_results(str(out / name))["progress"]["status"] == "finished"
-        assert any(n.startswith("events.out.tfevents") for n in os.listdir(out / name))
-    assert load_results(str(out / "agscl"))["config"]["method"] == "agscl"
-    assert (out / "continual_plot.png").read_bytes()[:4] == b"\x89PNG"
-    assert str(out / "continual_plot.png") in printed and str(out / "agscl") in printed
 
 
 def test_end_task_gets_the_requested_number_of_scaled_observations(tmp_path, monkeypatch):

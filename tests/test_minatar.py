@@ -13,6 +13,7 @@ import torch
 pytest.importorskip("minatar", reason='the MinAtar suite needs pip install -e ".[minatar]"')
 
 from agents import ppo_continual  # noqa: E402
+from agents.results import load_results  # noqa: E402
 from envs.minatar import CHANNELS, GAMES, MinAtarVecEnv, resolve_game  # noqa: E402
 from envs.suites import get_suite  # noqa: E402
 
@@ -135,3 +136,19 @@ def test_bad_minatar_input_is_one_line_and_exit_2(argv, message, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not os.listdir(tmp_path)
+
+
+def test_demo_writes_results_events_and_plot(tmp_path, capsys):
+    from agents import demo
+
+    out = tmp_path / "demo"
+    rc = demo.main(["--steps-per-game", "256", "--num-envs", "4", "--num-steps", "32", "--eval-episodes", "2",
+                    "--eval-every", "128", "--eval-max-frames", "300", "--importance-obs", "32", "--out-dir", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    for name in ("agscl", "finetune"):
+        assert load_results(str(out / name))["progress"]["status"] == "finished"
+        assert any(n.startswith("events.out.tfevents") for n in os.listdir(out / name))
+    assert load_results(str(out / "agscl"))["config"]["method"] == "agscl"
+    assert (out / "continual_plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert str(out / "continual_plot.png") in printed and str(out / "agscl") in printed
