@@ -126,7 +126,7 @@ class Config:
     xi: float | None = None
     """si: damping of the path-integral importance"""
     alpha: float | None = None
-    """rwalk: running-average factor of the Fisher"""
+    """rwalk: weight of the newest squared gradient in the running Fisher, in (0, 1]"""
     c: float | None = None
     """hat: capacity regularization strength"""
     smax: float | None = None
@@ -249,7 +249,7 @@ def resolve(config: Config) -> Resolved:
     ranges = {
         "lam": (0.0, None, {}), "mu": (0.0, None, {}), "eta": (0.0, 1.0, {"low_open": True}),
         "rho": (0.0, 1.0, {}), "gamma": (0.0, 1.0, {"low_open": True}), "xi": (0.0, None, {"low_open": True}),
-        "alpha": (0.0, 1.0, {"high_open": True}), "c": (0.0, None, {}), "smax": (1.0, None, {}),
+        "alpha": (0.0, 1.0, {"low_open": True}), "c": (0.0, None, {}), "smax": (1.0, None, {}),
     }
     for key, value in hparams.items():
         if key in ranges:
