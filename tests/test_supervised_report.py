@@ -148,3 +148,9 @@ def test_stability_without_warning_when_a_task_stays_at_zero(tmp_path):
         rows, text, _ = report([str(root)], tmp_path / "out")
     assert rows[0]["stability"] == (pytest.approx(1.0), 0.0)  # task b only: task a had nothing to keep
     assert "nan" not in text.lower()
+
+
+def test_help_names_the_module(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "usage: python -m supervised.report" in capsys.readouterr().out
