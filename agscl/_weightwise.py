@@ -154,6 +154,10 @@ class WeightwiseMethod(ContinualMethod):
     def snapshot(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.params()]
 
+    def _penalty_params(self) -> list[torch.Tensor]:
+        """The parameters as :meth:`penalty` reads them (a subclass may tap their gradient there)."""
+        return self.params()
+
     def zeros(self) -> list[torch.Tensor]:
         return [torch.zeros_like(p, dtype=accumulator_dtype(p)).detach() for p in self.params()]
 
@@ -163,7 +167,7 @@ class WeightwiseMethod(ContinualMethod):
         total = torch.zeros((), device=module_device(self.trunk))
         if not self.terms or self.lam == 0.0:
             return total
-        params = self.params()
+        params = self._penalty_params()
         for importance, anchor in self.terms.values():
             for p, omega, a in zip(params, importance, anchor):
                 total = total + (omega * (p - a).square()).sum()

@@ -2,28 +2,38 @@
 (Chaudhry et al. 2018).
 
 Both accumulate, after every optimizer step, a per-parameter contribution of that step to the
-loss decrease, ``-g * delta``, where ``g`` is ``p.grad`` as the step used it (the gradient of
-the *total* loss, penalty included) and ``delta`` the parameter change of the step. The
-parameters before each step are remembered: snapshot at ``begin_task`` and after every
-``after_step`` (if ``after_step`` comes first, the first call only takes the snapshot).
+decrease of the *task* loss, ``-g * delta``: ``delta`` is the parameter change of the step and
+``g`` the gradient of the task loss alone at the parameters before the step, as in Zenke et
+al.'s reference (their ``unreg_grads``). The learner only hands over ``p.grad`` of the total
+loss, so :meth:`penalty` taps the gradient that flows back through the penalty (a hook on a
+view of each parameter) and ``after_step`` subtracts it: ``g = p.grad - d penalty / d p``.
+That is exact for any weighting of the penalty in the loss (and for gradient accumulation over
+several backward calls); a learner that clips or rescales ``p.grad`` after ``backward`` makes
+``g`` approximate. The parameters before each step are remembered: snapshot at
+``begin_task`` and after every ``after_step`` (if ``after_step`` comes first, the first call
+only takes the snapshot).
 
 SI: ``w += -g * delta`` over the task; at ``end_task``,
-``Omega += w / (Delta^2 + xi)`` with ``Delta`` the total change over the task, then ``w`` is
-reset and the anchor becomes the current parameters. Contributions are not clamped (faithful
-to Zenke et al.; with momentum or Adam a weight's contribution can be slightly negative).
-Zenke et al.'s strength ``c`` corresponds to ``lam = 2 c`` (penalty ``lam/2 * sum Omega d^2``).
+``Omega += max(w, 0) / (Delta^2 + xi)`` with ``Delta`` the total change over the task (the
+task's importance is clipped at 0, as in Zenke et al.'s reference), then ``w`` is reset and
+the anchor becomes the current parameters. Zenke et al.'s strength ``c`` corresponds to
+``lam = 2 c`` (penalty ``lam/2 * sum Omega d^2``). The AGS-CL authors' SI used the total
+gradient and no clipping; this follows the SI paper's reference instead.
 
-RWALK: an empirical Fisher ``F <- alpha * F + (1 - alpha) * g^2`` is updated every step and
-kept across tasks (an EMA, as in the authors' code); the score
+RWALK: an empirical Fisher ``F <- alpha * g^2 + (1 - alpha) * F`` (``alpha = 0.9``: the newest
+squared gradient weighs 0.9, as in Chaudhry et al.'s reference and the AGS-CL authors'
+``rwalk.py``) is updated every step and kept across tasks; the score
 ``s += -g * delta / (0.5 * F * delta^2 + eps)`` uses ``F`` after this step's update. At
-``end_task``: ``s`` is clamped at 0, ``F`` and ``s`` are each divided by their maximum over
-the whole trunk (so both lie in [0, 1]; an all-zero one stays zero), ``new = F_n + s_n``, the
-importance becomes ``new`` after the first task and ``(old + new) / 2`` afterwards; ``s`` is
-reset and the anchor becomes the current parameters.
+``end_task``: ``s`` is clamped at 0 and divided by its maximum over the whole trunk, the
+running score becomes ``s_n`` after the first task and ``(old + s_n) / 2`` afterwards (only
+the score is averaged over tasks), and the importance is ``F / max F + running score`` with
+the Fisher as it stands at the end of the task (an all-zero ``F`` or ``s`` stays zero); ``s``
+is reset and the anchor becomes the current parameters.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Iterable, Sequence
 
@@ -35,15 +45,18 @@ from agscl.base import HeadSpec
 
 
 class _PathIntegral(WeightwiseMethod):
-    """Keeps ``_prev`` (parameters before the current step) and accumulates per-step terms."""
+    """Keeps ``_prev`` (parameters before the current step) and accumulates per-step terms of
+    the task-loss gradient (``p.grad`` minus the penalty's share, recorded by :meth:`penalty`)."""
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], *, lam: float) -> None:
         super().__init__(trunk, heads, lam=lam)
         self._prev: list[torch.Tensor] | None = None
+        self._penalty_grad: list[torch.Tensor | None] = [None] * len(self.names)
 
     def begin_task(self, task: int) -> None:
         super().begin_task(task)
         self._prev = self.snapshot()
+        self._penalty_grad = [None] * len(self.names)
         self._start_task()
 
     def _start_task(self) -> None:
@@ -52,17 +65,38 @@ class _PathIntegral(WeightwiseMethod):
     def _accumulate(self, p: torch.Tensor, g: torch.Tensor, delta: torch.Tensor, k: int) -> None:
         raise NotImplementedError
 
+    def _penalty_params(self) -> list[torch.Tensor]:
+        """Views of the parameters whose gradient hook records the penalty's share of ``p.grad``."""
+        params = self.params()
+        if not torch.is_grad_enabled():
+            return params
+        tapped = []
+        for k, p in enumerate(params):
+            if p.requires_grad:
+                view = p.view_as(p)
+                view.register_hook(functools.partial(self._record_penalty_grad, k))
+                p = view
+            tapped.append(p)
+        return tapped
+
+    def _record_penalty_grad(self, k: int, grad: torch.Tensor) -> None:
+        seen = self._penalty_grad[k]
+        self._penalty_grad[k] = grad.detach().clone() if seen is None else seen + grad.detach()
+
     @torch.no_grad()
     def after_step(self, lr: float) -> None:
+        penalty_grad, self._penalty_grad = self._penalty_grad, [None] * len(self.names)
         if self._prev is None:  # no begin_task: start the path here
             self._prev = self.snapshot()
             self._start_task()
             return
-        for k, (p, prev) in enumerate(zip(self.params(), self._prev)):
-            g = p.grad
-            if g is not None:
+        for k, (p, prev, pen) in enumerate(zip(self.params(), self._prev, penalty_grad)):
+            if p.grad is not None:
                 dtype = accumulator_dtype(p)
-                self._accumulate(p, g.detach().to(dtype), p.detach().to(dtype) - prev.to(dtype), k)
+                g = p.grad.detach().to(dtype)
+                if pen is not None:
+                    g = g - pen.to(dtype)
+                self._accumulate(p, g, p.detach().to(dtype) - prev.to(dtype), k)
             prev.copy_(p.detach())
 
 
@@ -91,7 +125,10 @@ class SI(_PathIntegral):
         params = self.snapshot()
         w = self._w if self._w is not None else self.zeros()
         start = self._start if self._start is not None else params
-        omega = [wk / ((p.to(wk.dtype) - s.to(wk.dtype)).square() + self.xi) for wk, p, s in zip(w, params, start)]
+        omega = [
+            wk.clamp(min=0) / ((p.to(wk.dtype) - s.to(wk.dtype)).square() + self.xi)
+            for wk, p, s in zip(w, params, start)
+        ]
         if 0 in self.terms:
             omega = [old + new for old, new in zip(self.terms[0][0], omega)]
         self.terms[0] = (omega, params)
@@ -100,19 +137,20 @@ class SI(_PathIntegral):
 
 
 class RWALK(_PathIntegral):
-    """Riemannian walk: normalized EMA Fisher plus clamped path score, averaged over tasks."""
+    """Riemannian walk: normalized running Fisher plus the clamped path score averaged over tasks."""
 
     name = "rwalk"
-    _state_lists = ("_fisher", "_score", "_prev")
+    _state_lists = ("_fisher", "_score", "_avg_score", "_prev")
 
     def __init__(
         self, trunk: nn.Module, heads: Sequence[HeadSpec], *, lam: float, alpha: float = 0.9, eps: float = 1e-8
     ) -> None:
         super().__init__(trunk, heads, lam=lam)
-        self.alpha = checked("alpha", alpha, 0.0, 1.0, high_open=True)
+        self.alpha = checked("alpha", alpha, 0.0, 1.0, low_open=True)
         self.eps = checked("eps", eps, 0.0, math.inf, low_open=True, high_open=True)
         self._fisher: list[torch.Tensor] | None = None
         self._score: list[torch.Tensor] | None = None
+        self._avg_score: list[torch.Tensor] | None = None
 
     def _start_task(self) -> None:
         self._score = self.zeros()
@@ -122,7 +160,7 @@ class RWALK(_PathIntegral):
     def _accumulate(self, p: torch.Tensor, g: torch.Tensor, delta: torch.Tensor, k: int) -> None:
         assert self._fisher is not None and self._score is not None
         f = self._fisher[k]
-        f.mul_(self.alpha).addcmul_(g, g, value=1.0 - self.alpha)
+        f.mul_(1.0 - self.alpha).addcmul_(g, g, value=self.alpha)
         self._score[k].sub_(g * delta / (0.5 * f * delta.square() + self.eps))
 
     @staticmethod
@@ -135,13 +173,11 @@ class RWALK(_PathIntegral):
     def end_task(self, task: int, inputs: Iterable[Any]) -> None:
         fisher = self._fisher if self._fisher is not None else self.zeros()
         score = self._score if self._score is not None else self.zeros()
-        new = [
-            f + s
-            for f, s in zip(self._max_normalized(fisher), self._max_normalized([s.clamp(min=0) for s in score]))
-        ]
-        if 0 in self.terms:
-            new = [(old + n) / 2 for old, n in zip(self.terms[0][0], new)]
-        self.terms[0] = (new, self.snapshot())
+        new_score = self._max_normalized([s.clamp(min=0) for s in score])
+        if self._avg_score is not None:
+            new_score = [(old + s) / 2 for old, s in zip(self._avg_score, new_score)]
+        self._avg_score = new_score
+        self.terms[0] = ([f + s for f, s in zip(self._max_normalized(fisher), new_score)], self.snapshot())
         self._fisher = fisher
         self._score = self._prev = None
         super().end_task(task, inputs)

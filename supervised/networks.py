@@ -14,8 +14,13 @@ Layouts (multi-head, the head is the only task-specific part):
   flattened 64x4x4 maps (the released ``conv_net_omniglot``).
 * ``alexnet``: torchvision's AlexNet (features, 6x6 adaptive pool, fc 4096, fc 4096) for 224x224
   CUB-200, loadable from an ImageNet state_dict in torchvision's key layout.
+* ``alexnet_mix``: the AGS-CL authors' mixture network, an AlexNet with 5 conv layers
+  (64, 192, 384, 256, 256) and fc 4096, 4096, trained from scratch on the 8-dataset mixture
+  (32x32 inputs). The widths are the released ones; kernel sizes, padding and pooling for
+  32x32 inputs are ours (torchvision's kernels 5/5/3/3/3 at stride 1, same padding, max-pool 2
+  after conv 1, 2 and 5, so fc 1 reads 256x4x4; dropout 0.5 before each fc as torchvision).
 * ``alexnet32``: HAT's small AlexNet for 32x32 inputs (conv 64/128/256 with kernels size//8,
-  size//10, 2; fc 2048, 2048; dropout 0.2 / 0.5), trained from scratch on the 8-dataset mixture.
+  size//10, 2; fc 2048, 2048; dropout 0.2 / 0.5), an option for the mixture.
 * ``resnet18``: torchvision's ResNet-18 without its ``fc`` (512 features), loadable from a
   torchvision state_dict; for weight-wise methods only.
 """
@@ -29,8 +34,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-NETWORKS = ("digits", "mlp", "cifar", "omniglot", "alexnet", "alexnet32", "resnet18")
-PLAIN_NETWORKS = ("digits", "mlp", "cifar", "omniglot", "alexnet", "alexnet32")
+NETWORKS = ("digits", "mlp", "cifar", "omniglot", "alexnet", "alexnet_mix", "alexnet32", "resnet18")
+PLAIN_NETWORKS = ("digits", "mlp", "cifar", "omniglot", "alexnet", "alexnet_mix", "alexnet32")
 PRETRAINABLE = ("alexnet", "resnet18")
 
 # The network each benchmark uses in the paper (``mlp`` is an extra, not a default).
@@ -40,7 +45,7 @@ DEFAULT_NETWORK = {
     "split_cifar10_100": "cifar",
     "omniglot": "omniglot",
     "cub200": "alexnet",
-    "mixture8": "alexnet32",
+    "mixture8": "alexnet_mix",
 }
 
 
@@ -116,6 +121,22 @@ def _alexnet(input_shape: tuple[int, int, int]) -> nn.Sequential:
     )
 
 
+def _alexnet_mix(input_shape: tuple[int, int, int]) -> nn.Sequential:
+    c, h, w = input_shape
+    if h < 8 or w < 8:
+        raise ValueError(f"alexnet_mix needs inputs of at least 8x8 pixels, got {input_shape}")
+    return nn.Sequential(
+        *_conv_block(c, 64, 5, 2), nn.MaxPool2d(2),
+        *_conv_block(64, 192, 5, 2), nn.MaxPool2d(2),
+        *_conv_block(192, 384, 3, 1),
+        *_conv_block(384, 256, 3, 1),
+        *_conv_block(256, 256, 3, 1), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.5), nn.Linear(256 * (h // 8) * (w // 8), 4096), nn.ReLU(),
+        nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(),
+    )
+
+
 def _alexnet32(input_shape: tuple[int, int, int]) -> nn.Sequential:
     c, size, _ = input_shape
     k1, k2 = max(size // 8, 1), max(size // 10, 1)
@@ -181,6 +202,7 @@ _BUILDERS: dict[str, Callable[[tuple[int, int, int]], nn.Module]] = {
     "cifar": _cifar,
     "omniglot": _omniglot,
     "alexnet": _alexnet,
+    "alexnet_mix": _alexnet_mix,
     "alexnet32": _alexnet32,
     "resnet18": lambda shape: ResNet18Trunk(shape[0]),
 }

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import os
 import pickle
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -27,6 +28,11 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".pbm", "
 
 class DatasetMissingError(FileNotFoundError):
     """A dataset is not under the data directory; the message says which files to put where."""
+
+
+class DataError(ValueError):
+    """A dataset file is there but is not what its name says (wrong format, truncated, partial
+    data); the one-line message names the file or folder."""
 
 
 def _missing(what: str, put: str, where: Path) -> DatasetMissingError:
@@ -77,19 +83,28 @@ CIFAR100_FILES = ("train", "test")
 
 
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
+    """A CIFAR python-version file as a dict with str keys; :class:`DataError` if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+    except Exception as exc:  # noqa: BLE001 - any undecodable file is one data error
+        raise DataError(f"{path} is not a python-version CIFAR file (unpickling failed: {type(exc).__name__})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path} is not a python-version CIFAR file (holds a {type(d).__name__}, not a dict)")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 
 def _cifar_batch(path: Path, label_key: str) -> Arrays:
     d = _unpickle(path)
     if "data" not in d or label_key not in d:
-        raise ValueError(f"{path} is not a CIFAR batch: keys {sorted(d)} lack 'data' or {label_key!r}")
-    x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    y = np.asarray(d[label_key], dtype=np.int64).reshape(-1)
+        raise DataError(f"{path} is not a CIFAR batch with {label_key!r}: its keys are {sorted(map(str, d))}")
+    try:
+        x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(d[label_key], dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path} is not a CIFAR batch: 'data' is not N x 3072 bytes ({type(exc).__name__})") from None
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{path}: {x.shape[0]} images but {y.shape[0]} labels")
+        raise DataError(f"{path}: {x.shape[0]} images but {y.shape[0]} labels")
     return x, y
 
 
@@ -137,16 +152,19 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Decode an IDX file (optionally gzipped): 2 zero bytes, dtype code, ndim, big-endian int32 dims, data."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        buf = f.read()
-    if len(buf) < 4 or buf[0] != 0 or buf[1] != 0 or buf[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (magic {buf[:4].hex()})")
+    try:
+        with opener(path, "rb") as f:
+            buf = f.read()
+    except (OSError, EOFError) as exc:  # e.g. a truncated or not-gzip .gz file
+        raise DataError(f"{path} is not a readable IDX file ({type(exc).__name__})") from None
+    if len(buf) < 4 or buf[0] != 0 or buf[1] != 0 or buf[2] not in _IDX_DTYPES or len(buf) < 4 + 4 * buf[3]:
+        raise DataError(f"{path} is not an IDX file (magic {buf[:4].hex()})")
     dtype, ndim = np.dtype(_IDX_DTYPES[buf[2]]), buf[3]
     dims = np.frombuffer(buf, dtype=">i4", count=ndim, offset=4).astype(np.int64)
     count = int(np.prod(dims))
     offset = 4 + 4 * ndim
     if len(buf) - offset != count * dtype.itemsize:
-        raise ValueError(f"{path}: header says {tuple(dims)} of {dtype} but the file has {len(buf) - offset} data bytes")
+        raise DataError(f"{path}: header says {tuple(dims)} of {dtype} but the file has {len(buf) - offset} data bytes")
     data = np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(tuple(dims))
     return data.astype(dtype.newbyteorder("="), copy=False)
 
@@ -175,7 +193,7 @@ def read_mnist_like(folder: Path, what: str = "MNIST") -> tuple[Arrays, Arrays]:
     for s in ("train", "test"):
         x, y = arr[f"{s}_x"], arr[f"{s}_y"].astype(np.int64).reshape(-1)
         if x.ndim != 3 or x.shape[0] != y.shape[0]:
-            raise ValueError(f"{what} {s}: images {x.shape} and labels {y.shape} do not match")
+            raise DataError(f"{what} {s}: images {x.shape} and labels {y.shape} do not match")
         out.append((np.asarray(x, dtype=np.uint8)[:, None], y))
     return out[0], out[1]
 
@@ -195,9 +213,12 @@ def read_svhn(folder: Path) -> tuple[Arrays, Arrays]:
         raise _missing("SVHN", " and ".join(SVHN_FILES), folder)
     out = []
     for f in SVHN_FILES:
-        mat = loadmat(folder / f)
-        x = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 2, 0, 1))
-        y = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
+        try:
+            mat = loadmat(folder / f)
+            x = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 2, 0, 1))
+            y = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is one data error
+            raise DataError(f"{folder / f} is not an SVHN .mat file with X (32x32x3xN) and y ({type(exc).__name__})") from None
         out.append((x, np.where(y == 10, 0, y)))
     return out[0], out[1]
 
@@ -206,44 +227,64 @@ def read_svhn(folder: Path) -> tuple[Arrays, Arrays]:
 # image files
 
 
-def _decode(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray | None:
+def _decode(path: Path, mode: str, size: tuple[int, int] | None, transform: Callable[[Any], Any] | None) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """The decoded image and its original (H, W); None when the file is unreadable."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            original = (im.size[1], im.size[0])
             im = im.convert(mode)
-            if size is not None and im.size != size:
+            if transform is not None:
+                im = transform(im)
+            elif size is not None and im.size != size:
                 im = im.resize(size, Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+            return np.asarray(im, dtype=np.uint8), original
     except OSError:  # unreadable or truncated file (notMNIST ships a few)
         return None
 
 
-def decode_images(paths: Sequence[Path], mode: str = "RGB", size: int | tuple[int, int] | None = None, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``paths`` to uint8 NCHW (``mode`` "L" gives 1 channel, "RGB" 3), resized to ``size`` (W, H).
+def decode_images_sized(
+    paths: Sequence[Path],
+    mode: str = "RGB",
+    size: int | tuple[int, int] | None = None,
+    workers: int | None = None,
+    transform: Callable[[Any], Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode ``paths`` to uint8 NCHW (``mode`` "L" gives 1 channel, "RGB" 3), resized to
+    ``size`` (W, H) or mapped by ``transform`` (a PIL image to PIL image function).
 
-    Returns ``(images, ok)``: ``ok`` marks the decoded files; unreadable ones are dropped with
-    one warning. Without ``size`` all images must share their size.
+    Returns ``(images, ok, sizes)``: ``ok`` marks the decoded files (unreadable ones are dropped
+    with one warning) and ``sizes`` (n_ok, 2) holds their original (H, W). Without ``size`` or
+    ``transform`` all images must share their size.
     """
     if isinstance(size, int):
         size = (size, size)
     channels = 1 if mode == "L" else len(mode)
     if len(paths) == 0:
         h, w = (size[1], size[0]) if size else (0, 0)
-        return np.zeros((0, channels, h, w), dtype=np.uint8), np.zeros(0, dtype=bool)
+        return np.zeros((0, channels, h, w), dtype=np.uint8), np.zeros(0, dtype=bool), np.zeros((0, 2), dtype=np.int64)
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        images = list(pool.map(lambda p: _decode(p, mode, size), paths))
+        images = list(pool.map(lambda p: _decode(p, mode, size, transform), paths))
     ok = np.array([im is not None for im in images], dtype=bool)
     if not ok.all():
         bad = [str(p) for p, good in zip(paths, ok) if not good]
         warnings.warn(f"skipped {len(bad)} unreadable image(s), e.g. {bad[0]}", stacklevel=2)
     kept = [im for im in images if im is not None]
     if not kept:
-        raise ValueError(f"none of the {len(paths)} images could be decoded, e.g. {paths[0]}")
-    x = np.stack(kept)
+        raise DataError(f"none of the {len(paths)} images could be decoded, e.g. {paths[0]}")
+    x = np.stack([im for im, _ in kept])
     x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x), ok
+    return np.ascontiguousarray(x), ok, np.array([hw for _, hw in kept], dtype=np.int64)
+
+
+def decode_images(
+    paths: Sequence[Path], mode: str = "RGB", size: int | tuple[int, int] | None = None, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode_images_sized` without the original sizes: ``(images, ok)``."""
+    x, ok, _ = decode_images_sized(paths, mode, size, workers)
+    return x, ok
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -266,7 +307,7 @@ def list_class_folders(root: Path, classes: Sequence[str] | None = None) -> tupl
     labels: list[np.ndarray] = []
     for d in dirs:
         if d.name not in index:
-            raise ValueError(f"{d} is a class folder that the training set does not have (classes: {', '.join(names[:10])}...)")
+            raise DataError(f"{d} is a class folder that the training set does not have (classes: {', '.join(names[:10])}...)")
         files = _image_files(d)
         paths += files
         labels.append(np.full(len(files), index[d.name], dtype=np.int64))
@@ -318,14 +359,25 @@ def omniglot_root(data_dir: Path) -> Path:
     raise _missing("Omniglot", "folder omniglot/ with images_background/ and images_evaluation/ (alphabet/characterNN/*.png)", data_dir)
 
 
+OMNIGLOT_ALPHABETS = {"images_background": 30, "images_evaluation": 20}  # 50 tasks in all
+
+
 def list_omniglot_alphabets(data_dir: Path) -> list[tuple[str, Path]]:
-    """(name, folder) of every alphabet: background set then evaluation set, each sorted by name."""
+    """(name, folder) of every alphabet: background set then evaluation set, each sorted by name.
+
+    Partial data is an error, never a shorter run: both sets must be there with their 30 and
+    20 alphabet folders.
+    """
     root = omniglot_root(data_dir)
     out = []
-    for s in OMNIGLOT_SETS:
+    for s, expected in OMNIGLOT_ALPHABETS.items():
         d = find_dir(root, [s])
-        if d is not None:
-            out += [(a.name, a) for a in _class_dirs(d)]
+        if d is None:
+            raise _missing(f"Omniglot {s}/", f"{s}/ ({expected} alphabet folders) next to the other set", root)
+        alphabets = _class_dirs(d)
+        if len(alphabets) != expected:
+            raise DataError(f"{d} has {len(alphabets)} alphabet folders, Omniglot's {s} has {expected}")
+        out += [(a.name, a) for a in alphabets]
     names = [n for n, _ in out]
     if len(set(names)) != len(names):  # not the case in the real data; keep names unique anyway
         out = [(f"{folder.parent.name}/{name}", folder) for name, folder in out]
@@ -336,7 +388,7 @@ def read_omniglot_alphabet(folder: Path, size: int = 28) -> Arrays:
     """One alphabet: ink as 255 on 0 (inverted from the PNGs' black on white), (N,1,size,size); label = character."""
     paths, y, _ = list_class_folders(Path(folder))
     if not paths:
-        raise DatasetMissingError(f"no character folders with images under {folder}: expected characterNN/*.png")
+        raise DataError(f"{folder} holds no character folders with images (expected characterNN/*.png)")
     x, ok = decode_images(paths, "L", size)
     return np.subtract(255, x, dtype=np.uint8), y[ok]
 
@@ -348,10 +400,17 @@ CUB_DIR = "CUB_200_2011"
 CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt")
 
 
-def require_cub(data_dir: Path) -> Path:
+CUB_CLASSES = 200
+CUB_SPLITS = ("released", "official")
+CUB_TRAIN_FRACTION = 0.8  # released protocol: the first ceil(0.8 n) images of each class train
+
+
+def require_cub(data_dir: Path, split: str = "released") -> Path:
+    """The CUB root: ``images/`` (released split) plus the id tables (official split)."""
     data_dir = Path(data_dir)
+    files = CUB_FILES if split == "official" else ()
     for root in [data_dir / CUB_DIR, data_dir / CUB_DIR / CUB_DIR]:
-        if (root / "images").is_dir() and all((root / f).is_file() for f in CUB_FILES):
+        if (root / "images").is_dir() and all((root / f).is_file() for f in files):
             return root
     raise _missing("CUB-200-2011", f"folder {CUB_DIR}/ with images/, {', '.join(CUB_FILES)}", data_dir)
 
@@ -360,36 +419,55 @@ def _id_table(path: Path) -> tuple[np.ndarray, list[str]]:
     """(ids, second column) of a ``<id> <value>`` text file."""
     ids, values = [], []
     with open(path) as f:
-        for line in f:
+        for number, line in enumerate(f, start=1):
             parts = line.split(maxsplit=1)
             if len(parts) == 2:
+                if not parts[0].isdigit():
+                    raise DataError(f"{path} line {number} does not start with an image id: {line.strip()[:40]!r}")
                 ids.append(int(parts[0]))
                 values.append(parts[1].strip())
     return np.asarray(ids, dtype=np.int64), values
 
 
-def read_cub(root: Path, size: int = 224, classes: np.ndarray | None = None) -> tuple[Arrays, Arrays]:
-    """CUB images resized to ``size`` x ``size`` RGB with labels 0..199 and the official split.
+def cub_index(root: Path, split: str = "released") -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Every CUB image as (paths, labels 0..199, is_train).
 
-    Only images of ``classes`` (0-based) are decoded when given.
+    ``released``: the authors' large-scale code (torchvision ``ImageFolder`` order: class folders
+    of ``images/`` sorted by name, files sorted by name); the first ``ceil(0.8 n)`` images of
+    each class train, the rest test. ``official``: ``train_test_split.txt`` (about 50/50).
     """
     root = Path(root)
+    if split == "released":
+        dirs = _class_dirs(root / "images")
+        if len(dirs) != CUB_CLASSES:
+            raise DataError(f"{root / 'images'} has {len(dirs)} class folders, CUB-200-2011 has {CUB_CLASSES} (001.Black_footed_Albatross/ ...)")
+        paths: list[Path] = []
+        labels, train = [], []
+        for c, d in enumerate(dirs):
+            files = _image_files(d)
+            if not files:
+                raise DataError(f"{d} holds no images")
+            paths += files
+            labels.append(np.full(len(files), c, dtype=np.int64))
+            train.append(np.arange(len(files)) < math.ceil(len(files) * CUB_TRAIN_FRACTION))
+        return paths, np.concatenate(labels), np.concatenate(train)
+    if split != "official":
+        raise ValueError(f"unknown CUB split {split!r}: valid choices are {', '.join(CUB_SPLITS)}")
     img_ids, rel_paths = _id_table(root / "images.txt")
-    lab_ids, labels = _id_table(root / "image_class_labels.txt")
+    lab_ids, label_text = _id_table(root / "image_class_labels.txt")
     split_ids, is_train = _id_table(root / "train_test_split.txt")
+    if not img_ids.size:
+        raise DataError(f"{root / 'images.txt'} lists no images")
     order = np.argsort(img_ids)
     img_ids, rel = img_ids[order], [rel_paths[i] for i in order]
-    y = np.asarray(labels, dtype=np.int64)[np.argsort(lab_ids)] - 1
-    train = np.asarray(is_train, dtype=np.int64)[np.argsort(split_ids)] == 1
-    if not (len(img_ids) == len(y) == len(train)) or not np.array_equal(np.sort(lab_ids), img_ids) or not np.array_equal(np.sort(split_ids), img_ids):
-        raise ValueError(f"{root}: {', '.join(CUB_FILES)} do not list the same image ids")
-    wanted = np.ones(len(y), dtype=bool) if classes is None else np.isin(y, np.asarray(classes))
-    out = []
-    for part in (train, ~train):
-        sel = np.flatnonzero(wanted & part)
-        x, ok = decode_images([root / "images" / rel[i] for i in sel], "RGB", size)
-        out.append((x, y[sel][ok]))
-    return out[0], out[1]
+    if not (len(img_ids) == len(lab_ids) == len(split_ids)) or not np.array_equal(np.sort(lab_ids), img_ids) or not np.array_equal(np.sort(split_ids), img_ids):
+        raise DataError(f"{root}: {', '.join(CUB_FILES)} do not list the same image ids")
+    try:
+        y = np.asarray(label_text, dtype=np.int64)[np.argsort(lab_ids)] - 1
+        train = np.asarray(is_train, dtype=np.int64)[np.argsort(split_ids)] == 1
+    except ValueError:
+        raise DataError(f"{root}: image_class_labels.txt or train_test_split.txt holds a non-integer value") from None
+    return [root / "images" / r for r in rel], y, train
 
 
 # --------------------------------------------------------------------------------------

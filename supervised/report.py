@@ -1,8 +1,13 @@
 """Plots and the table behind them from ``results.json`` files: ``python -m supervised.report runs/...``.
 
 Each argument is a run folder, a ``results.json`` file, or a folder of run folders. Runs are
-grouped by benchmark and label (and by hyperparameters when one label was run with several,
-e.g. a lambda sweep); seeds of a group are averaged. Drawn to ``--out``:
+grouped by everything that changes their numbers: benchmark, method and label,
+hyperparameters, training schedule, task count, network (and pretrained weights) and data
+protocol (validation share, CUB split); only the seed differs inside a group, and its seeds
+are averaged. The task order is the seed's (the paper averages seeds that also shuffle the
+task sequence), so it is not part of the key. When one label has several settings, the
+differing values are added to its name (``agscl (lam=10)``, ``ewc (epochs=3)``). Drawn to
+``--out``:
 
 * ``average_accuracy.png``: average accuracy after each task, mean and spread over seeds
   (paper Figures 4-5), one panel per benchmark;
@@ -13,8 +18,8 @@ e.g. a lambda sweep); seeds of a group are averaged. Drawn to ``--out``:
 * ``summary.txt`` / ``summary.json``: the table, also printed.
 
 Plasticity needs fine-tuning's accuracies on the same task sequence: a run's own value is used
-when it has one, else a finished ``finetune`` run among the inputs with the same benchmark and
-task order supplies it.
+when it has one, else a ``finetune`` run among the inputs in the same setting, with the same
+seed and task order, supplies it (the trainer's rule, ``supervised.results``).
 """
 
 from __future__ import annotations
@@ -33,8 +38,7 @@ import numpy as np
 import tyro
 
 from agscl import metrics as M
-
-RESULTS_FORMAT = "agscl-supervised-results/1"
+from supervised.results import RESULTS_FORMAT, mean_defined, plasticity_per_task, setting_of, stability_per_task, task_order_of
 
 
 class ReportError(ValueError):
@@ -69,7 +73,15 @@ class Group:
     benchmark: str
     label: str
     hparams: dict[str, Any]
+    setting: dict[str, Any] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
+
+    def facts(self) -> dict[str, Any]:
+        """Hyperparameters, schedule entries and the other setting keys, flat (for naming)."""
+        flat = {k: v for k, v in self.setting.items() if k not in ("benchmark", "schedule")}
+        flat.update(self.setting.get("schedule") or {})
+        flat.update(self.hparams)
+        return flat
 
 
 def find_results(paths: list[str]) -> list[Path]:
@@ -113,30 +125,38 @@ def load_runs(paths: list[str]) -> list[Run]:
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
-    """Group by (benchmark, label, hyperparameters); hyperparameters show in the name only
-    when a label has several settings."""
-    groups: dict[tuple[str, str, str], Group] = {}
+    """One group per (benchmark, label, method, hyperparameters, setting): seeds only differ
+    inside a group. A label with several groups gets the differing values in its name."""
+    groups: dict[str, Group] = {}
     for run in runs:
         hp = run.data.get("hparams", {})
-        key = (run.benchmark, run.data.get("label", run.data["config"]["method"]), json.dumps(hp, sort_keys=True))
-        groups.setdefault(key, Group(key[0], key[1], hp)).runs.append(run)
-    settings: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for (bench, label, _), group in groups.items():
-        settings.setdefault((bench, label), []).append(group.hparams)
-    for (bench, label, _), group in groups.items():
-        variants = settings[(bench, label)]
-        if len(variants) > 1:
-            differing = sorted(k for k in group.hparams if len({json.dumps(v.get(k)) for v in variants}) > 1)
-            group.label = f"{label} ({', '.join(f'{k}={group.hparams[k]:g}' if isinstance(group.hparams[k], float) else f'{k}={group.hparams[k]}' for k in differing)})"
+        setting = setting_of(run.data)
+        label = run.data.get("label", run.data["config"]["method"])
+        key = json.dumps([run.benchmark, label, run.data["config"]["method"], hp, setting], sort_keys=True, default=str)
+        groups.setdefault(key, Group(run.benchmark, label, hp, setting)).runs.append(run)
+    by_label: dict[tuple[str, str], list[Group]] = {}
+    for group in groups.values():
+        by_label.setdefault((group.benchmark, group.label), []).append(group)
+    for variants in by_label.values():
+        if len(variants) < 2:
+            continue
+        facts = [g.facts() for g in variants]
+        keys = sorted({k for f in facts for k in f if len({json.dumps(x.get(k), sort_keys=True, default=str) for x in facts}) > 1})
+        for group, fact in zip(variants, facts):
+            shown = ", ".join(f"{k}={fact[k]:g}" if isinstance(fact.get(k), float) else f"{k}={fact.get(k)}" for k in keys)
+            group.label = f"{group.label} ({shown})"
     return list(groups.values())
 
 
 def reference_diag(run: Run, runs: list[Run]) -> np.ndarray | None:
-    """Fine-tuning's ``A[i, i]`` on the same benchmark and task order (for plasticity)."""
+    """Fine-tuning's ``A[i, i]`` in the same setting, with the same seed and task order."""
+    setting = setting_of(run.data)
     for other in runs:
-        if other.data["config"]["method"] != "finetune" or other.benchmark != run.benchmark:
+        if other.data["config"]["method"] != "finetune" or setting_of(other.data) != setting:
             continue
-        if other.task_names[: run.done] == run.task_names[: run.done] and other.done >= run.done:
+        if other.data["config"].get("seed") != run.data["config"].get("seed"):
+            continue
+        if task_order_of(other.data) == task_order_of(run.data) and other.done >= run.done:
             return np.diag(other.matrix())[: run.done]
     return None
 
@@ -148,14 +168,14 @@ def run_metrics(run: Run, runs: list[Run]) -> dict[str, Any]:
         "average_accuracy": M.average_score(a).tolist(),
         "forgetting": M.forgetting(a),
         "bwt": M.backward_transfer(a),
-        "stability": M.stability(a),
+        "stability": mean_defined(stability_per_task(a)),
         "plasticity": run.data.get("plasticity"),
         "stored_floats": run.data.get("stored_floats"),
     }
     if out["plasticity"] is None:
         ref = reference_diag(run, runs)
         if ref is not None:
-            out["plasticity"] = M.plasticity(a, ref)
+            out["plasticity"] = mean_defined(plasticity_per_task(a, ref))
     stats = [p.get("stats", {}) for p in run.data.get("per_task", [])]
     out["sparsity"] = [s.get("sparsity") for s in stats]
     out["used_capacity"] = [s.get("used_capacity") for s in stats]
@@ -367,7 +387,7 @@ class ReportArgs:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = tyro.cli(ReportArgs, args=argv, description=__doc__.split("\n\n")[0])
+    args = tyro.cli(ReportArgs, args=argv, prog="python -m supervised.report", description=__doc__.split("\n\n")[0])
     if not args.runs:
         print("error: give at least one run folder, results.json or folder of runs", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from torch import nn
 from agscl.base import ContinualMethod, check_range
 from agscl import metrics as M
 from supervised import presets
+from supervised.results import RESULTS_FORMAT, differences, mean_defined, plasticity_per_task, setting_of, stability_per_task, task_order_of
 from supervised.networks import (
     DEFAULT_NETWORK,
     NETWORKS,
@@ -54,7 +55,6 @@ from supervised.networks import (
     load_pretrained,
 )
 
-RESULTS_FORMAT = "agscl-supervised-results/1"
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("plateau", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -67,6 +67,42 @@ class UsageError(ValueError):
     """Bad user input: reported as one line, exit code 2."""
 
 
+def _by_benchmark(values: dict[str, Any]) -> str:
+    """``v (bench w, ...)``: the most common value, then the benchmarks that differ."""
+    fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    texts = {bench: fmt(v) for bench, v in values.items()}
+    common = max(set(texts.values()), key=list(texts.values()).count)
+    others = [f"{bench} {v}" for bench, v in texts.items() if v != common]
+    return common + (f" ({', '.join(others)})" if others else "")
+
+
+def _preset(key: str) -> Any:
+    """tyro marker: the help shows the preset values a ``None`` default resolves to."""
+    import tyro
+
+    from supervised.data import VALID_FRACTION
+
+    if key == "network":
+        text = ", ".join(f"{bench} {net}" for bench, net in DEFAULT_NETWORK.items())
+    elif key == "valid_fraction":
+        text = _by_benchmark(VALID_FRACTION)
+    elif key in presets.Schedule.__dataclass_fields__:
+        text = _by_benchmark({bench: sched.as_dict()[key] for bench, sched in presets.SCHEDULES.items()})
+    else:  # a method hyperparameter
+        text = "; ".join(
+            f"{method} {_by_benchmark({bench: presets.HPARAMS[bench][method][key] for bench in presets.HPARAMS})}"
+            for method, keys in presets.METHOD_HPARAMS.items() if key in keys
+        )
+    return tyro.conf.arg(help_behavior_hint=f"(preset: {text})")
+
+
+def _no_hint() -> Any:
+    """tyro marker for ``None`` defaults whose meaning the help text already says."""
+    import tyro
+
+    return tyro.conf.arg(help_behavior_hint="")
+
+
 @dataclass
 class Config:
     """Continual training of one method on one benchmark (None: take the preset value)."""
@@ -75,78 +111,80 @@ class Config:
     """split_digits (no data needed), split_cifar100, split_cifar10_100, omniglot, cub200, mixture8"""
     method: str = "agscl"
     """finetune, ewc, online_ewc, mas, si, rwalk, agscl or hat"""
-    data_dir: str | None = None
+    data_dir: Annotated[str | None, _no_hint()] = None
     """dataset root (default: $AGSCL_DATA_DIR, else ./data)"""
-    network: str | None = None
-    """trunk architecture (default: the paper's network for the benchmark)"""
-    weights: str | None = None
-    """pretrained trunk weights in torchvision's state_dict layout (alexnet, resnet18)"""
+    network: Annotated[str | None, _preset("network")] = None
+    """trunk architecture (the paper's network for the benchmark)"""
+    weights: Annotated[str | None, _no_hint()] = None
+    """pretrained trunk weights in torchvision's state_dict layout (alexnet, resnet18; default: none)"""
     seed: int = 0
     """seeds the task order, the validation split, initialization and shuffling"""
-    num_tasks: int | None = None
-    """keep only the first tasks (quick runs)"""
-    valid_fraction: float = 0.1
-    """fraction of each task's training data held out for validation (lr schedule)"""
+    num_tasks: Annotated[int | None, _no_hint()] = None
+    """keep only the first tasks (quick runs; default: all)"""
+    valid_fraction: Annotated[float | None, _preset("valid_fraction")] = None
+    """fraction of each task's training data held out for validation (lr schedule), as the released code"""
+    cub_split: Annotated[str | None, _no_hint()] = None
+    """cub200: 'released' (default: the first 80% of each class's images train) or 'official' (train_test_split.txt)"""
 
-    epochs: int | None = None
-    """epochs per task (None: the benchmark's preset, as for every None below)"""
-    batch_size: int | None = None
+    epochs: Annotated[int | None, _preset("epochs")] = None
+    """epochs per task"""
+    batch_size: Annotated[int | None, _preset("batch_size")] = None
     """minibatch size"""
-    lr: float | None = None
+    lr: Annotated[float | None, _preset("lr")] = None
     """learning rate at the start of each task (also AGS-CL's proximal step size)"""
-    optimizer: str | None = None
+    optimizer: Annotated[str | None, _preset("optimizer")] = None
     """adam or sgd (momentum 0.9)"""
-    lr_schedule: str | None = None
-    """plateau (divide by lr_factor after lr_patience epochs without a better validation loss), step, constant"""
-    lr_patience: int | None = None
+    lr_schedule: Annotated[str | None, _preset("lr_schedule")] = None
+    """plateau (a fresh optimizer at lr / lr_factor after lr_patience epochs without a better validation loss), step, constant"""
+    lr_patience: Annotated[int | None, _preset("lr_patience")] = None
     """plateau: epochs without a better validation loss before the lr drops"""
-    lr_factor: float | None = None
+    lr_factor: Annotated[float | None, _preset("lr_factor")] = None
     """plateau and step: divisor of the lr"""
-    lr_min: float | None = None
+    lr_min: Annotated[float | None, _preset("lr_min")] = None
     """lower bound of the lr"""
     restore_best: bool = False
     """end each task with the weights of its best validation-loss epoch (the released code did)"""
 
-    lam: float | None = None
+    lam: Annotated[float | None, _preset("lam")] = None
     """lambda: drift strength (agscl) or importance weight (ewc, online_ewc, mas, si, rwalk)"""
-    mu: float | None = None
+    mu: Annotated[float | None, _preset("mu")] = None
     """agscl: group-lasso strength on unimportant nodes"""
-    eta: float | None = None
+    eta: Annotated[float | None, _preset("eta")] = None
     """agscl: decay of the accumulated node importance, in (0, 1]"""
-    rho: float | None = None
+    rho: Annotated[float | None, _preset("rho")] = None
     """agscl: probability to re-initialize an unimportant node, in [0, 1]"""
-    prox_every: str | None = None
+    prox_every: Annotated[str | None, _preset("prox_every")] = None
     """agscl: proximal step per 'epoch' (released code) or per 'step' (paper equations)"""
     zero_init: bool = True
     """agscl: (I.1) zero-fix weights from unimportant into important nodes"""
     rand_init: bool = True
     """agscl: (I.2) re-initialize unimportant nodes with probability rho"""
-    gamma: float | None = None
+    gamma: Annotated[float | None, _preset("gamma")] = None
     """online_ewc: decay of the accumulated Fisher"""
-    xi: float | None = None
+    xi: Annotated[float | None, _preset("xi")] = None
     """si: damping of the path-integral importance"""
-    alpha: float | None = None
-    """rwalk: running-average factor of the Fisher"""
-    c: float | None = None
+    alpha: Annotated[float | None, _preset("alpha")] = None
+    """rwalk: weight of the newest squared gradient in the running Fisher, in (0, 1]"""
+    c: Annotated[float | None, _preset("c")] = None
     """hat: capacity regularization strength"""
-    smax: float | None = None
+    smax: Annotated[float | None, _preset("smax")] = None
     """hat: final gate slope"""
 
-    run_name: str | None = None
+    run_name: Annotated[str | None, _no_hint()] = None
     """default: <benchmark>_<method>_seed<seed>"""
     runs_dir: str = "runs"
     """results go to <runs_dir>/<run_name>/"""
-    label: str | None = None
+    label: Annotated[str | None, _no_hint()] = None
     """name of this run in plots and tables (default: method and ablations)"""
-    reference: str | None = None
-    """results.json of a finetune run on the same tasks, for plasticity (default: found in runs_dir)"""
+    reference: Annotated[str | None, _no_hint()] = None
+    """results.json of a finetune run in the same setting, seed and task order, for plasticity (default: found in runs_dir)"""
     resume: bool = False
     """continue an interrupted run at its last finished task"""
     overwrite: bool = False
     """replace an existing run of the same name"""
     device: str = "auto"
     """auto (cuda when available), cpu or cuda"""
-    threads: int | None = None
+    threads: Annotated[int | None, _no_hint()] = None
     """torch CPU threads (default: torch's choice)"""
     progress: bool = True
     """progress bars over tasks and epochs"""
@@ -187,6 +225,8 @@ class Resolved:
     run_dir: Path
     label: str
     device: torch.device
+    valid_fraction: float
+    cub_split: str | None
 
 
 def resolve(config: Config) -> Resolved:
@@ -211,7 +251,17 @@ def resolve(config: Config) -> Resolved:
         raise UsageError(f"seed={config.seed} must be >= 0")
     if config.num_tasks is not None and config.num_tasks < 1:
         raise UsageError(f"num_tasks={config.num_tasks} must be >= 1")
-    _check("valid_fraction", config.valid_fraction, 0.0, 1.0, high_open=True)
+    from supervised.data import VALID_FRACTION
+    from supervised.readers import CUB_SPLITS
+
+    valid_fraction = VALID_FRACTION[config.benchmark] if config.valid_fraction is None else config.valid_fraction
+    _check("valid_fraction", valid_fraction, 0.0, 1.0, high_open=True)
+    cub_split = config.cub_split
+    if config.benchmark == "cub200":
+        cub_split = cub_split or "released"
+        _choice("cub_split", cub_split, CUB_SPLITS)
+    elif cub_split is not None:
+        raise UsageError(f"--cub-split applies to benchmark cub200 only, not {config.benchmark!r}")
     if config.threads is not None and config.threads < 1:
         raise UsageError(f"threads={config.threads} must be >= 1")
     if config.reference is not None and not Path(config.reference).exists():
@@ -249,7 +299,7 @@ def resolve(config: Config) -> Resolved:
     ranges = {
         "lam": (0.0, None, {}), "mu": (0.0, None, {}), "eta": (0.0, 1.0, {"low_open": True}),
         "rho": (0.0, 1.0, {}), "gamma": (0.0, 1.0, {"low_open": True}), "xi": (0.0, None, {"low_open": True}),
-        "alpha": (0.0, 1.0, {"high_open": True}), "c": (0.0, None, {}), "smax": (1.0, None, {}),
+        "alpha": (0.0, 1.0, {"low_open": True}), "c": (0.0, None, {}), "smax": (1.0, None, {}),
     }
     for key, value in hparams.items():
         if key in ranges:
@@ -267,7 +317,7 @@ def resolve(config: Config) -> Resolved:
     if not run_name or os.sep in run_name or run_name in (".", ".."):
         raise UsageError(f"run_name={run_name!r} must be a plain folder name")
     label = config.label or default_label(config.method, hparams)
-    return Resolved(config, network, schedule, hparams, Path(config.runs_dir) / run_name, label, device)
+    return Resolved(config, network, schedule, hparams, Path(config.runs_dir) / run_name, label, device, valid_fraction, cub_split)
 
 
 def default_label(method: str, hparams: dict[str, Any]) -> str:
@@ -285,7 +335,8 @@ def default_label(method: str, hparams: dict[str, Any]) -> str:
 def identity(resolved: Resolved) -> dict[str, Any]:
     """What defines a run (compared on resume): config minus I/O knobs, plus the resolved values."""
     config = {k: v for k, v in dataclasses.asdict(resolved.config).items() if k not in RESUMABLE_FIELDS}
-    return {"config": config, "network": resolved.network, "schedule": resolved.schedule, "hparams": resolved.hparams}
+    return {"config": config, "network": resolved.network, "schedule": resolved.schedule, "hparams": resolved.hparams,
+            "valid_fraction": resolved.valid_fraction, "cub_split": resolved.cub_split}
 
 
 # --------------------------------------------------------------------------------------
@@ -354,6 +405,17 @@ def task_context(method: ContinualMethod, task: int) -> contextlib.AbstractConte
     return use_task(task) if callable(use_task) else contextlib.nullcontext()
 
 
+def seed_everything(seed: int, device: torch.device) -> None:
+    """Seed torch and numpy; on GPU also make cuDNN deterministic, as the released code did
+    (``cudnn.deterministic = True``, ``cudnn.benchmark = False``)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
 def _batch_generator(seed: int, task: int, epoch: int) -> torch.Generator:
     """Shuffling stream per (seed, task, epoch): a resumed run sees the same batches."""
     g = torch.Generator()
@@ -404,10 +466,11 @@ def capacity_measures(layers: list[Any] | None, before: list[torch.Tensor] | Non
     return out
 
 
-def _make_optimizer(params: list[nn.Parameter], schedule: dict[str, Any]) -> torch.optim.Optimizer:
+def _make_optimizer(params: list[nn.Parameter], schedule: dict[str, Any], lr: float) -> torch.optim.Optimizer:
+    """A fresh optimizer at ``lr``: at the start of every task and at every plateau drop."""
     if schedule["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=schedule["lr"], momentum=0.9)
-    return torch.optim.Adam(params, lr=schedule["lr"])
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    return torch.optim.Adam(params, lr=lr)
 
 
 def build_method(resolved: Resolved, trunk: nn.Module, heads: nn.ModuleList) -> ContinualMethod:
@@ -433,59 +496,64 @@ def summarize(acc: np.ndarray, done: int, reference_diag: np.ndarray | None) -> 
     if done == 0:
         return {"average_accuracy": [], "forgetting": None, "bwt": None, "plasticity": None, "stability": None}
     a = acc[:done, :done]
+    stability = stability_per_task(a)  # undefined (None) for a task that never scored above 0
     out: dict[str, Any] = {
         "average_accuracy": M.average_score(a).tolist(),
         "forgetting": M.forgetting(a),
         "bwt": M.backward_transfer(a),
-        "stability": M.stability(a),
-        "stability_per_task": M.stability_per_task(a).tolist(),
+        "stability": mean_defined(stability),
+        "stability_per_task": stability.tolist(),
         "plasticity": None,
         "plasticity_per_task": None,
     }
     if reference_diag is not None and reference_diag.shape[0] >= done:
-        ref = reference_diag[:done]
-        out["plasticity"] = M.plasticity(a, ref)
-        out["plasticity_per_task"] = M.plasticity_per_task(a, ref).tolist()
+        plasticity = plasticity_per_task(a, reference_diag[:done])
+        out["plasticity"] = mean_defined(plasticity)
+        out["plasticity_per_task"] = plasticity.tolist()
     return out
 
 
-def _same_schedule(path: Path, schedule: dict[str, Any]) -> bool:
-    try:
-        return json.loads(path.read_text()).get("schedule") == schedule
-    except (OSError, ValueError):
-        return False
-
-
-def load_reference(resolved: Resolved, task_names: list[str]) -> tuple[np.ndarray | None, str | None]:
-    """Diagonal ``A*_i`` of a fine-tuning run on the same task sequence, for plasticity."""
+def load_reference(resolved: Resolved, setting: dict[str, Any], task_names: list[str]) -> tuple[np.ndarray | None, str | None]:
+    """Diagonal ``A*_i`` of a finished fine-tuning run in the same setting (benchmark, task
+    count, network and weights, schedule, data protocol), with the same seed and task order,
+    for plasticity. ``--reference`` that is not such a run is an error naming what differs;
+    without it, ``runs_dir`` is searched and only such a run is used (else no plasticity)."""
     config = resolved.config
-    candidates: list[Path]
-    if config.reference is not None:
-        candidates = [Path(config.reference)]
-        if candidates[0].is_dir():
-            candidates = [candidates[0] / "results.json"]
-    elif config.method == "finetune":
+    if config.method == "finetune" and config.reference is None:
         return None, "self"
+    explicit = config.reference is not None
+    if explicit:
+        path = Path(config.reference)
+        candidates = [path / "results.json" if path.is_dir() else path]
     else:
         candidates = sorted(Path(config.runs_dir).glob("*/results.json"))
-        candidates.sort(key=lambda p: not _same_schedule(p, resolved.schedule))  # same schedule first
     for path in candidates:
+        if path.resolve() == (resolved.run_dir / "results.json").resolve():
+            continue
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
-            if config.reference is not None:
+            if explicit:
                 raise UsageError(f"reference {str(path)!r} is not a readable results.json") from None
             continue
-        names = [t["name"] for t in data.get("benchmark", {}).get("tasks", [])]
-        ok = (data.get("format") == RESULTS_FORMAT and data.get("config", {}).get("method") == "finetune"
-              and data.get("benchmark", {}).get("name") == config.benchmark and names[: len(task_names)] == task_names)
-        diag = [row[i] if row is not None and i < len(row) else None for i, row in enumerate(data.get("accuracy", []))]
-        if ok and len(diag) >= len(task_names) and all(d is not None for d in diag[: len(task_names)]):
+        problems = []
+        if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+            problems.append("not a supervised results file")
+        else:
+            if data.get("config", {}).get("method") != "finetune":
+                problems.append(f"method {data.get('config', {}).get('method')!r} is not finetune")
+            problems += [f"{k} differs" for k in differences(setting_of(data), setting)]
+            if data.get("config", {}).get("seed") != config.seed:
+                problems.append(f"seed {data.get('config', {}).get('seed')} is not {config.seed}")
+            elif task_order_of(data) != task_names:
+                problems.append("task order differs")
+        diag = [] if problems else [row[i] if row is not None and i < len(row) else None for i, row in enumerate(data.get("accuracy", []))]
+        if not problems and (len(diag) < len(task_names) or any(d is None for d in diag[: len(task_names)])):
+            problems.append("the run is not finished")
+        if not problems:
             return np.array(diag[: len(task_names)], dtype=np.float64), str(path)
-        if config.reference is not None:
-            raise UsageError(
-                f"reference {str(path)!r} is not a finished finetune run on the same {config.benchmark} task sequence"
-            )
+        if explicit:
+            raise UsageError(f"reference {str(path)!r} cannot serve as the fine-tuning reference: {'; '.join(problems)}")
     return None, None
 
 
@@ -526,11 +594,10 @@ def train(config: Config) -> dict[str, Any]:
 
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
+    seed_everything(config.seed, resolved.device)
 
     # Network (and its weights file) before any data: a bad file fails fast.
-    from supervised.data import INPUT_SHAPES, DatasetMissingError, load_benchmark
+    from supervised.data import INPUT_SHAPES, DataError, DatasetMissingError, load_benchmark
 
     input_shape = INPUT_SHAPES[config.benchmark]
     trunk = build_trunk(resolved.network, input_shape)
@@ -548,9 +615,9 @@ def train(config: Config) -> dict[str, Any]:
             raise UsageError(f"method {config.method!r} cannot use network {resolved.network!r}: {exc}") from None
 
     try:
-        bench = load_benchmark(config.benchmark, config.data_dir, seed=config.seed,
-                               valid_fraction=config.valid_fraction, num_tasks=config.num_tasks)
-    except DatasetMissingError as exc:
+        bench = load_benchmark(config.benchmark, config.data_dir, seed=config.seed, valid_fraction=resolved.valid_fraction,
+                               num_tasks=config.num_tasks, cub_split=resolved.cub_split or "released")
+    except (DatasetMissingError, DataError) as exc:
         raise UsageError(" ".join(str(exc).split())) from None
     if config.weights is None and resolved.network in ("alexnet", "resnet18") and config.benchmark == "cub200":
         print(f"warning: {resolved.network} without --weights trains from scratch (the paper used ImageNet weights)", file=sys.stderr)
@@ -561,7 +628,6 @@ def train(config: Config) -> dict[str, Any]:
     method = build_method(resolved, trunk, heads)
     num_tasks = len(bench.tasks)
     task_names = [t.name for t in bench.tasks]
-    reference_diag, reference_path = load_reference(resolved, task_names)
 
     acc = np.full((num_tasks, num_tasks), np.nan)
     per_task: list[dict[str, Any]] = []
@@ -594,16 +660,20 @@ def train(config: Config) -> dict[str, Any]:
         "network": {"name": resolved.network, "trunk_parameters": sum(p.numel() for p in trunk.parameters()),
                     "nodes": None if layers is None else sum(l.num_nodes for l in layers)},
         "schedule": resolved.schedule,
+        "valid_fraction": resolved.valid_fraction,
+        "cub_split": resolved.cub_split,
         "hparams": resolved.hparams,
         "preset_sources": {"schedule": presets.source_of(config.benchmark, "schedule"),
-                           "method": presets.source_of(config.benchmark, config.method)},
+                           "method": presets.source_of(config.benchmark, config.method),
+                           "network": presets.source_of(config.benchmark, "network") if config.network is None else "chosen"},
         "versions": versions(),
         "device": str(device),
         "benchmark": {"name": bench.name, "input_shape": list(bench.input_shape),
                       "tasks": [{"name": t.name, "num_classes": t.num_classes, "train": t.size("train"),
                                  "valid": t.size("valid"), "test": t.size("test")} for t in bench.tasks]},
-        "reference": reference_path,
+        "reference": None,
     }
+    reference_diag, header["reference"] = load_reference(resolved, setting_of(header), task_names)
 
     def results(done: int, seconds: float) -> dict[str, Any]:
         ref = np.diag(acc) if config.method == "finetune" else reference_diag
@@ -646,8 +716,9 @@ def train(config: Config) -> dict[str, Any]:
             method.begin_task(t)
             before = _group_tensors(layers) if layers else None
             before = [b.clone() for b in before] if before else None
-            optimizer = _make_optimizer(list(trunk.parameters()) + list(heads.parameters()) + extra_params, schedule)
+            params = list(trunk.parameters()) + list(heads.parameters()) + extra_params
             lr, best_loss, patience = float(schedule["lr"]), math.inf, int(schedule["lr_patience"])
+            optimizer = _make_optimizer(params, schedule, lr)
             best_state: dict[str, Any] | None = None
             epoch_bar = _progress(range(epochs), config.progress, desc=f"task {t} ({task_data.name})", leave=False)
             for epoch in epoch_bar:
@@ -683,21 +754,27 @@ def train(config: Config) -> dict[str, Any]:
                 # learning-rate schedule and best-epoch tracking on the validation loss
                 if math.isfinite(valid_loss) and valid_loss < best_loss:
                     best_loss, patience = valid_loss, int(schedule["lr_patience"])
-                    if config.restore_best:
+                    if config.restore_best:  # the whole model: trunk, heads and the method's own parameters (HAT's embeddings)
                         best_state = {"trunk": {k: v.clone() for k, v in trunk.state_dict().items()},
-                                      "heads": {k: v.clone() for k, v in heads.state_dict().items()}}
+                                      "heads": {k: v.clone() for k, v in heads.state_dict().items()},
+                                      "extra": [p.detach().clone() for p in extra_params]}
                 elif schedule["lr_schedule"] == "plateau" and math.isfinite(valid_loss):
                     patience -= 1
                     if patience <= 0:
+                        # As the released code: a fresh optimizer at the lower lr (Adam's moments restart).
                         lr = max(lr / float(schedule["lr_factor"]), float(schedule["lr_min"]))
                         patience = int(schedule["lr_patience"])
+                        optimizer = _make_optimizer(params, schedule, lr)
                 if schedule["lr_schedule"] == "step" and (epoch + 1) in schedule["milestones"]:
-                    lr = max(lr / float(schedule["lr_factor"]), float(schedule["lr_min"]))
+                    lr = max(lr / float(schedule["lr_factor"]), float(schedule["lr_min"]))  # in place, as the released SGD code
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             if best_state is not None:
                 trunk.load_state_dict(best_state["trunk"])
                 heads.load_state_dict(best_state["heads"])
+                with torch.no_grad():
+                    for p, saved in zip(extra_params, best_state["extra"]):
+                        p.copy_(saved)
             measures = capacity_measures(layers, before)
             trunk.eval()
             method.end_task(t, task_data.inputs("train", batch_size=max(batch_size, 256), device=device))
@@ -759,7 +836,7 @@ def format_matrix(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import tyro
 
-    config = tyro.cli(Config, args=argv, description=__doc__.split("\n\n")[0])
+    config = tyro.cli(Config, args=argv, prog="python -m supervised.train", description=__doc__.split("\n\n")[0])
     try:
         result = train(config)
     except UsageError as exc:

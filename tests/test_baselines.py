@@ -270,36 +270,101 @@ def test_si_penalty_and_lam_convention():
 
 
 def test_rwalk_scores_match_hand_computation():
-    """Drive RWALK with chosen gradients and steps; reference in float64 numpy."""
+    """Drive RWALK with chosen gradients and steps; reference in float64 numpy: the newest
+    squared gradient weighs alpha, only the normalized score is averaged over tasks and the
+    Fisher term is the running Fisher at the end of each task, normalized."""
     rng = np.random.default_rng(0)
     alpha, eps, lam, n = 0.8, 1e-3, 0.0, 6
     trunk = Vector(torch.zeros(n, dtype=torch.float64))
     method = RWALK(trunk, [nn.Identity()], lam=lam, alpha=alpha, eps=eps)
     theta = np.zeros(n)
     fisher = np.zeros(n)
-    expected_importance = None
+    avg_score = None
     saw_negative = False
-    for task in range(2):
+    for task in range(3):
         method.begin_task(task)
         score = np.zeros(n)
         for _ in range(7):
-            g = rng.normal(size=n)
+            g = rng.normal(size=n) * (task + 1) ** 2  # scales differ per task: averaging the sum would differ
             delta = rng.normal(scale=0.3, size=n)  # not aligned with -g: some negative contributions
             trunk.theta.grad = torch.tensor(g)
             with torch.no_grad():
                 trunk.theta.add_(torch.tensor(delta))
             method.after_step(0.1)
-            fisher = alpha * fisher + (1 - alpha) * g**2
+            fisher = alpha * g**2 + (1 - alpha) * fisher
             score += -g * delta / (0.5 * fisher * delta**2 + eps)
             theta = theta + delta
         saw_negative |= bool((score < 0).any())
         method.end_task(task, [])
         pos = np.maximum(score, 0)
-        new = fisher / fisher.max() + pos / pos.max()
-        expected_importance = new if expected_importance is None else (expected_importance + new) / 2
-        np.testing.assert_allclose(importance(method)[0].numpy(), expected_importance, rtol=1e-6)
+        avg_score = pos / pos.max() if avg_score is None else (avg_score + pos / pos.max()) / 2
+        np.testing.assert_allclose(importance(method)[0].numpy(), fisher / fisher.max() + avg_score, rtol=1e-6)
         np.testing.assert_allclose(anchor(method)[0].numpy(), theta, rtol=1e-12)
     assert saw_negative  # the clamp was exercised
+
+
+def test_rwalk_fisher_gives_the_newest_squared_gradient_weight_alpha():
+    """g^2 = 1, 0, 0 with alpha 0.9: Chaudhry et al.'s running Fisher is 0.9, 0.09, 0.009."""
+    trunk = Vector(torch.zeros(1, dtype=torch.float64))
+    method = RWALK(trunk, [nn.Identity()], lam=1.0)
+    method.begin_task(0)
+    seen = []
+    for g in (1.0, 0.0, 0.0):
+        trunk.theta.grad = torch.tensor([g], dtype=torch.float64)
+        method.after_step(0.1)
+        seen.append(method.state_dict()["_fisher"]["theta"].item())
+    np.testing.assert_allclose(seen, [0.9, 0.09, 0.009], rtol=1e-12)
+
+
+def test_path_integrals_use_the_task_loss_gradient_and_si_clips_at_zero():
+    """Second task with the penalty on (lam > 0): the path integral takes the gradient of the
+    task loss alone at the pre-step parameters, and SI's task importance is clipped at 0.
+    Reference: SGD on task + penalty in float64 numpy, recomputed from the stored state."""
+    h = np.array([1.0, 2.0, 0.5, 3.0])
+    lr, lam, xi, eps, alpha, steps = 0.05, 3.0, 0.2, 1e-3, 0.9, 12
+    for name in ("si", "rwalk"):
+        trunk = Vector(torch.tensor([0.2, -0.3, 0.5, 0.1], dtype=torch.float64))
+        method = SI(trunk, [nn.Identity()], lam=lam, xi=xi) if name == "si" else RWALK(trunk, [nn.Identity()], lam=lam, alpha=alpha, eps=eps)
+        ht = torch.tensor(h)
+        method.begin_task(0)
+        run_quadratic(method, trunk.theta, ht, torch.tensor([1.0, -1.0, 2.0, 0.0], dtype=torch.float64), lr, 10)
+        method.end_task(0, [])
+        omega0, anchor0 = importance(method)[0].numpy().copy(), anchor(method)[0].numpy().copy()
+        fisher = method.state_dict()["_fisher"]["theta"].numpy().copy() if name == "rwalk" else None
+        # coordinate 3 starts task 2 at its task optimum, 1 away from the anchor: the penalty
+        # pulls it back, raising the task loss, so its task-loss path integral is negative
+        with torch.no_grad():
+            trunk.theta[3] += 1.0
+        theta = trunk.theta.detach().numpy().copy()
+        c2 = np.array([-1.0, 2.0, 0.0, theta[3]])
+        method.begin_task(1)
+        start, w, score = theta.copy(), np.zeros(4), np.zeros(4)
+        opt = torch.optim.SGD([trunk.theta], lr=lr, momentum=0.9)
+        velocity = np.zeros(4)
+        for _ in range(steps):
+            loss = 0.5 * (ht * (trunk.theta - torch.tensor(c2)) ** 2).sum() + method.penalty()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            method.after_step(lr)
+            g_task = h * (theta - c2)
+            velocity = 0.9 * velocity + g_task + lam * omega0 * (theta - anchor0)
+            delta = -lr * velocity
+            w += -g_task * delta
+            if name == "rwalk":
+                fisher = alpha * g_task**2 + (1 - alpha) * fisher
+                score += -g_task * delta / (0.5 * fisher * delta**2 + eps)
+            theta = theta + delta
+        np.testing.assert_allclose(trunk.theta.detach().numpy(), theta, rtol=1e-10)
+        saved = method.state_dict()
+        method.end_task(1, [])
+        if name == "si":
+            assert (w < 0).any() and (w > 0).any()  # the clip is exercised
+            expected = omega0 + np.maximum(w, 0) / ((theta - start) ** 2 + xi)
+            np.testing.assert_allclose(importance(method)[0].numpy(), expected, rtol=1e-9)
+        else:
+            np.testing.assert_allclose(saved["_score"]["theta"].numpy(), score, rtol=1e-9)
+            np.testing.assert_allclose(saved["_fisher"]["theta"].numpy(), fisher, rtol=1e-9)
 
 
 # -- behaviour on a generated two-task problem ---------------------------------------------------
@@ -483,8 +548,8 @@ def test_state_of_another_method_is_rejected():
         ("mas", {"lam": -0.5}, "lam=-0.5 is out of range: allowed lam in [0, inf)"),
         ("si", {"lam": 1.0, "xi": 0}, "xi=0 is out of range: allowed xi in (0, inf)"),
         ("si", {"lam": 1.0, "xi": -2.0}, "xi=-2.0 is out of range: allowed xi in (0, inf)"),
-        ("rwalk", {"lam": 1.0, "alpha": 1.0}, "alpha=1.0 is out of range: allowed alpha in [0, 1)"),
-        ("rwalk", {"lam": 1.0, "alpha": -0.1}, "alpha=-0.1 is out of range: allowed alpha in [0, 1)"),
+        ("rwalk", {"lam": 1.0, "alpha": 0.0}, "alpha=0.0 is out of range: allowed alpha in (0, 1]"),
+        ("rwalk", {"lam": 1.0, "alpha": 1.5}, "alpha=1.5 is out of range: allowed alpha in (0, 1]"),
         ("rwalk", {"lam": 1.0, "eps": 0.0}, "eps=0.0 is out of range: allowed eps in (0, inf)"),
     ],
 )

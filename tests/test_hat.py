@@ -215,3 +215,33 @@ def test_hat_in_the_trainer_never_forgets(tmp_path):
     assert acc[0][0] > 0.9 and acc[1][1] > 0.9
     assert result["forgetting"] == 0.0
     assert not math.isnan(result["stored_floats"])
+
+
+def test_restore_best_restores_the_task_embeddings_too(tmp_path, monkeypatch):
+    """--restore-best with HAT: the trunk, heads *and* embeddings come back from the best
+    validation epoch (the first here: validation loss rises), so the gates match the weights."""
+    import supervised.train as trainer
+
+    torch.set_num_threads(1)
+    real_evaluate = trainer.evaluate
+    seen = {"valid": 0}
+    best: dict[str, list[torch.Tensor]] = {}
+
+    def evaluate(trunk, heads, method, task_data, task, split, batch_size, device):
+        loss, acc = real_evaluate(trunk, heads, method, task_data, task, split, batch_size, device)
+        if split != "valid":
+            return loss, acc
+        seen["valid"] += 1
+        if seen["valid"] == 1:  # the best epoch: remember the whole model as it is now
+            best["embeddings"] = [t.weight.detach().clone() for t in method.embeddings]
+            best["trunk"] = [p.detach().clone() for p in trunk.parameters()]
+        return float(seen["valid"]), acc
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    trainer.train(trainer.Config(method="hat", num_tasks=1, epochs=3, restore_best=True, runs_dir=str(tmp_path),
+                                 progress=False, tensorboard=False, threads=1))
+    state = torch.load(tmp_path / "split_digits_hat_seed0" / "checkpoint.pt", weights_only=False)
+    for saved, kept in zip(state["method"]["embeddings"], best["embeddings"]):
+        assert torch.equal(saved, kept)
+    assert all(torch.equal(a, b) for a, b in zip(state["trunk"].values(), best["trunk"]))
+    assert not torch.equal(state["method"]["embeddings"][0], torch.zeros_like(best["embeddings"][0]))

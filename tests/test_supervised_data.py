@@ -171,8 +171,12 @@ def write_class_folders(folder: Path, classes: list[str], per_class: int, mode: 
             _solid(folder / name / f"img{i}.png", size, color, mode)
 
 
-OMNIGLOT = {"images_background": {"Latin": 3, "Greek": 2}, "images_evaluation": {"Atlantean": 2}}
-OMNIGLOT_DRAWINGS = 5
+# Omniglot's 30 + 20 alphabets; a few with several characters, the rest with one.
+OMNIGLOT = {
+    "images_background": {"Latin": 3, "Greek": 2, **{f"Bg{i:02d}": 1 for i in range(28)}},
+    "images_evaluation": {"Atlantean": 2, **{f"Ev{i:02d}": 1 for i in range(19)}},
+}
+OMNIGLOT_DRAWINGS = 10
 
 
 def write_omniglot(folder: Path) -> None:
@@ -187,15 +191,21 @@ def write_omniglot(folder: Path) -> None:
                     img.save(p)
 
 
-def write_cub(root: Path, per_class: int = 2) -> dict:
-    """200 classes of ``per_class`` solid-color JPEGs; id tables written in shuffled line order."""
+def cub_color(c: int, i: int) -> tuple[int, int, int]:
+    """Color of image ``i`` of CUB class ``c`` (0-based): red and blue by class, green by image."""
+    return (int(c * 5 % 256), 30 + 40 * i, int(c * 37 % 256))
+
+
+def write_cub(root: Path, per_class: int = 5) -> dict:
+    """200 classes of ``per_class`` solid-color JPEGs (20x14 pixels); id tables written in
+    shuffled line order, the official split alternating; file names sort by image index."""
     ids, lines_img, labels, is_train = [], [], {}, {}
     k = 1
     for c in range(200):
         folder = f"{c + 1:03d}.Bird_{c + 1}"
         for i in range(per_class):
             rel = f"{folder}/Bird_{c + 1}_{i}.jpg"
-            _solid(root / "images" / rel, (20, 14), _color(c))
+            _solid(root / "images" / rel, (20, 14), cub_color(c, i))
             lines_img.append(f"{k} {rel}")
             labels[k] = c + 1
             is_train[k] = int(i % 2 == 0)
@@ -322,8 +332,9 @@ def test_class_folders_train_test_and_broken_file(data_dir):
 def test_omniglot_reader(data_dir):
     d, _ = data_dir
     alphabets = readers.list_omniglot_alphabets(d)
-    assert [a for a, _ in alphabets] == ["Greek", "Latin", "Atlantean"]  # background sorted, then evaluation
-    x, y = readers.read_omniglot_alphabet(alphabets[1][1], size=28)
+    names = [a for a, _ in alphabets]
+    assert len(names) == 50 and names[28:31] == ["Greek", "Latin", "Atlantean"]  # background sorted, then evaluation
+    x, y = readers.read_omniglot_alphabet(alphabets[29][1], size=28)
     assert x.shape == (3 * OMNIGLOT_DRAWINGS, 1, 28, 28) and x.dtype == np.uint8
     np.testing.assert_array_equal(np.bincount(y), [OMNIGLOT_DRAWINGS] * 3)
     assert (x[:, 0, :10, :10] == 255).all() and (x[:, 0, 20:, 20:] == 0).all()  # ink high, background 0
@@ -332,16 +343,18 @@ def test_omniglot_reader(data_dir):
     assert (np.diff([ink[y == c].mean() for c in range(3)]) > 0).all()
 
 
-def test_cub_reader_aligns_id_tables(data_dir):
+def test_cub_index_released_and_official_splits(data_dir):
     d, rec = data_dir
     root = readers.require_cub(d)
-    (xtr, ytr), (xte, yte) = readers.read_cub(root, size=16)
-    assert xtr.shape == (200, 3, 16, 16) and xte.shape == (200, 3, 16, 16) and xtr.dtype == np.uint8
-    assert sorted(ytr.tolist()) == list(range(200)) and sorted(yte.tolist()) == list(range(200))
-    colors = np.array([_color(c) for c in ytr])
-    assert np.abs(xtr[:, :, 8, 8].astype(int) - colors).max() <= 6  # JPEG is lossy
-    (xs, ys), _ = readers.read_cub(root, size=16, classes=np.array([3, 7]))
-    assert sorted(ys.tolist()) == [3, 7]
+    paths, y, train = readers.cub_index(root, "released")
+    assert len(paths) == 1000 and np.bincount(y).tolist() == [5] * 200
+    index = np.array([int(p.stem.rsplit("_", 1)[1]) for p in paths])  # Bird_<c>_<i>.jpg
+    np.testing.assert_array_equal(train, index < 4)  # first ceil(0.8 * 5) = 4 files of each class
+    assert all(p.parent.name.startswith(f"{c + 1:03d}.") for p, c in zip(paths, y))
+    paths, y, train = readers.cub_index(root, "official")
+    expected = {(f"Bird_{rec['cub']['labels'][k]}_{(k - 1) % 5}", rec["cub"]["is_train"][k] == 1) for k in rec["cub"]["labels"]}
+    assert {(p.stem, bool(t)) for p, t in zip(paths, train)} == expected
+    assert all(p.stem.split("_")[1] == str(c + 1) for p, c in zip(paths, y))
 
 
 def test_stratified_holdout():
@@ -517,34 +530,143 @@ def test_split_cifar10_100(data_dir):
     assert [t.name for t in short.tasks] == [t.name for t in bench.tasks[:3]]
 
 
+def test_task_order_is_sklearn_shuffle_of_the_released_code(data_dir):
+    from sklearn.utils import shuffle
+
+    d, _ = data_dir
+    assert shuffle(np.arange(10), random_state=0).tolist() == [2, 8, 4, 9, 1, 6, 7, 3, 0, 5]  # the issue's check
+    for seed in (0, 1, 7):
+        blocks = [int(t.name.rsplit("-", 1)[1].split("..")[0]) // 10 for t in load_benchmark("split_cifar100", d, seed=seed).tasks]
+        assert blocks == shuffle(np.arange(10), random_state=seed).tolist()
+        later = [t.name for t in load_benchmark("split_cifar10_100", d, seed=seed, num_tasks=4).tasks[1:]]
+        assert later == [f"cifar100-classes-{10 * b}..{10 * b + 9}" for b in blocks[:3]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the broken notMNIST file
+        mixture = [t.name for t in load_benchmark("mixture8", d, seed=3, num_tasks=3).tasks]
+    hat_ids = ["cifar10", "cifar100", "mnist", "svhn", "fashion-mnist", "traffic-signs", "facescrub", "notmnist"]
+    assert mixture == [hat_ids[i] for i in shuffle(np.arange(8), random_state=3)[:3]]
+
+
 def test_omniglot_benchmark(data_dir):
     d, _ = data_dir
-    a = load_benchmark("omniglot", d, seed=0, valid_fraction=0.25)
-    b = load_benchmark("omniglot", d, seed=1, valid_fraction=0.25)
-    assert [t.name for t in a.tasks] == ["Greek", "Latin", "Atlantean"] == [t.name for t in b.tasks]
-    assert a.input_shape == (1, 28, 28) and a.num_classes == [2, 3, 2]
-    for task in a.tasks:
-        _check_task(task, 1, (28, 28))
+    a = load_benchmark("omniglot", d, seed=0)
+    b = load_benchmark("omniglot", d, seed=1)
+    assert len(a.tasks) == 50 and [t.name for t in a.tasks] == [t.name for t in b.tasks]  # order fixed (paper)
+    assert a.input_shape == (1, 28, 28) and a.num_classes[28:31] == [2, 3, 2]
+    moved = 0
+    for task, other in zip(a.tasks, b.tasks):
+        _check_split_sizes = (task.size("train"), task.size("valid"), task.size("test"))
         k = task.num_classes
-        np.testing.assert_array_equal(np.bincount(task.y_test.numpy(), minlength=k), [1] * k)  # 20% of 5
-        np.testing.assert_array_equal(np.bincount(task.y_valid.numpy(), minlength=k), [1] * k)  # 25% of 4
-        np.testing.assert_array_equal(np.bincount(task.y_train.numpy(), minlength=k), [3] * k)
+        n = k * OMNIGLOT_DRAWINGS
+        assert _check_split_sizes == (8 * (n // 10), n // 10, n - 9 * (n // 10))  # released 80/10/10 counts
+        x_all = torch.cat([task.x_train, task.x_valid, task.x_test])
+        assert x_all.shape == (n, 1, 28, 28) and task.y_test.max() < k
         full = task.x_train.numpy().astype(np.float64) / 255
-        assert task.mean[0] == pytest.approx(full.mean(), abs=0.02)
-    assert load_benchmark("omniglot", d, num_tasks=1).num_classes == [2]
+        assert task.mean[0] == pytest.approx(full.mean(), abs=1e-9)
+        moved += not torch.equal(task.y_test, other.y_test) or not torch.equal(task.x_test, other.x_test)
+    assert moved > 0  # the split is drawn by seed
+    latin = load_benchmark("omniglot", d, seed=0, valid_fraction=0.0, num_tasks=30).tasks[29]
+    assert (latin.size("train"), latin.size("valid"), latin.size("test")) == (27, 0, 3)
+    assert load_benchmark("omniglot", d, num_tasks=1).num_classes == [1]
 
 
-def test_cub200_benchmark(data_dir):
+def test_omniglot_partial_data_is_an_error(data_dir, tmp_path):
+    import shutil
+
+    d, _ = data_dir
+    root = tmp_path / "omniglot"
+    shutil.copytree(d / "omniglot" / "images_background", root / "images_background")
+    with pytest.raises(DatasetMissingError, match="images_evaluation"):
+        load_benchmark("omniglot", tmp_path)
+    shutil.copytree(d / "omniglot" / "images_evaluation", root / "images_evaluation")
+    shutil.rmtree(root / "images_background" / "Latin")
+    with pytest.raises(readers.DataError, match="has 29 alphabet folders, Omniglot's images_background has 30"):
+        load_benchmark("omniglot", tmp_path)
+    for child in (root / "images_background").iterdir():
+        shutil.rmtree(child)
+    with pytest.raises(readers.DataError, match="has 0 alphabet folders"):
+        load_benchmark("omniglot", tmp_path)
+
+
+def _cub_reference_tasks(seed: int) -> list[list[int]]:
+    """Classes (0-based, in local-label order) of each task per the released loader: label
+    ``shuffle_idx[c]``, task t = labels 20t..20t+19, local label = label % 20."""
+    from sklearn.utils import shuffle
+
+    shuffle_idx = shuffle(np.arange(200), random_state=seed)
+    tasks = [[0] * 20 for _ in range(10)]
+    for c in range(200):
+        tasks[shuffle_idx[c] // 20][shuffle_idx[c] % 20] = c
+    return tasks
+
+
+def test_cub200_benchmark_follows_the_released_protocol(data_dir):
     d, rec = data_dir
-    bench = load_benchmark("cub200", d, seed=0, num_tasks=2, valid_fraction=0.0)
+    bench = load_benchmark("cub200", d, seed=2, num_tasks=2)
     assert bench.input_shape == (3, 224, 224) and len(bench.tasks) == 2
-    for task in bench.tasks:
-        _check_task(task, 3, (224, 224))
-        assert task.num_classes == 20 and len(task.y_valid) == 0
-        lo = int(task.name.rsplit("-", 1)[1].split("..")[0])  # 1-based CUB class ids
-        colors = np.array([_color(lo - 1 + int(c)) for c in task.y_test])
-        assert np.abs(task.x_test[:, :, 112, 112].numpy().astype(int) - colors).max() <= 6
-    assert bench.tasks[0].name != bench.tasks[1].name
+    reference = _cub_reference_tasks(2)
+    for t, task in enumerate(bench.tasks):
+        assert task.num_classes == 20 and task.size("valid") == 0  # no validation split
+        assert task.mean == (0.485, 0.500, 0.432) and task.std == (0.232, 0.227, 0.266)
+        assert task.x_train.shape[1:] == (3, 256, 256) and task.x_test.shape[1:] == (3, 224, 224)
+        assert task.size("train") == 80 and task.size("test") == 20  # 4 + 1 of 5 images per class
+        np.testing.assert_array_equal(task.train_sizes.numpy(), [[14, 20]] * 80)
+        for x, y, images in ((task.x_train, task.y_train, range(4)), (task.x_test, task.y_test, [4])):
+            pix = x[:, :, 100, 100].numpy().astype(int)
+            for p, label in zip(pix, y.tolist()):
+                c = reference[t][label]
+                assert min(np.abs(p - cub_color(c, i)).max() for i in images) <= 8  # JPEG is lossy
+        batches = list(task.batches("train", 32, shuffle=True, generator=torch.Generator().manual_seed(0)))
+        assert [tuple(xb.shape) for xb, _ in batches] == [(32, 3, 224, 224), (32, 3, 224, 224), (16, 3, 224, 224)]
+    assert [t.name for t in bench.tasks] == ["cub200-0-seed2", "cub200-1-seed2"]
+    official = load_benchmark("cub200", d, seed=2, num_tasks=1, cub_split="official", valid_fraction=0.0).tasks[0]
+    assert official.size("train") == 60 and official.size("test") == 40  # alternating is_train over 5 images
+    with pytest.raises(ValueError, match="cub_split"):
+        load_benchmark("cub200", d, cub_split="half")
+
+
+def test_random_resized_crop_matches_pil_crop_and_resize():
+    """The batch crop (one grid_sample) against PIL's crop + bilinear resize of the same box,
+    for boxes smaller than the output (upscaling, where both are plain bilinear)."""
+    from PIL import Image
+
+    from supervised.augment import apply_crops, sample_crops
+
+    gen = np.random.default_rng(0)
+    img = gen.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(img).resize((256, 256), Image.Resampling.BILINEAR))  # smooth content
+    x = torch.from_numpy(img.transpose(2, 0, 1).copy()).float()[None].repeat(3, 1, 1, 1)
+    sizes = torch.tensor([[256, 256]] * 3)
+    boxes = torch.tensor([[10.0, 20.0, 100.0, 120.0], [0.0, 0.0, 200.0, 150.0], [56.0, 30.0, 180.0, 210.0]], dtype=torch.float64)
+    flips = torch.tensor([False, True, False])
+    out = apply_crops(x, sizes, boxes, flips, out=224).numpy()
+    for k, (top, left, h, w) in enumerate(boxes.tolist()):
+        ref = Image.fromarray(img).resize((224, 224), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+        ref = np.asarray(ref).astype(np.float64).transpose(2, 0, 1)
+        if flips[k]:
+            ref = ref[:, :, ::-1]
+        assert np.abs(out[k] - ref).mean() < 1.0 and np.abs(out[k] - ref).max() <= 6
+    # the sampled boxes: inside the image, area 8%..100%, aspect 3/4..4/3, about half flipped
+    sizes = torch.tensor([[375, 500], [500, 333]] * 500)
+    boxes, flips = sample_crops(sizes, torch.Generator().manual_seed(1))
+    top, left, h, w = boxes.T
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= sizes[:, 0]).all() and (left + w <= sizes[:, 1]).all()
+    frac, aspect = (h * w) / (sizes[:, 0] * sizes[:, 1]), w / h
+    assert frac.min() >= 0.075 and frac.max() <= 1.0 and aspect.min() >= 0.74 and aspect.max() <= 1.35
+    assert 0.4 < flips.float().mean() < 0.6 and frac.std() > 0.2
+
+
+def test_test_transform_is_resize_shorter_then_center_crop():
+    from PIL import Image
+
+    from supervised.augment import resize_center_crop
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, size=(200, 300, 3), dtype=np.uint8))
+    out = resize_center_crop(img)
+    assert out.size == (224, 224)
+    # shorter side 200 -> 256, longer 300 -> int(256 * 300 / 200) = 384; crop offsets (80, 16)
+    ref = img.resize((384, 256), Image.Resampling.BILINEAR).crop((80, 16, 304, 240))
+    assert np.array_equal(np.asarray(out), np.asarray(ref))
 
 
 def test_mixture8(data_dir):
@@ -556,6 +678,8 @@ def test_mixture8(data_dir):
     names = [t.name for t in a.tasks]
     assert sorted(names) == sorted(["cifar10", "cifar100", "mnist", "svhn", "fashion-mnist", "traffic-signs", "facescrub", "notmnist"])
     assert names[:3] != [t.name for t in b.tasks] and len(b.tasks) == 3
+    by_name = {t.name: t for t in a.tasks}
+    assert by_name["cifar100"].size("valid") == 100  # released mixture: 15% of 4 per class rounds to 1 (10% would give 0)
     expected_classes = {"cifar10": 10, "cifar100": 100, "mnist": 10, "svhn": 10, "fashion-mnist": 10, "traffic-signs": 3, "facescrub": 4, "notmnist": 10}
     for task in a.tasks:
         _check_task(task, 3, (32, 32))

@@ -14,7 +14,7 @@ NAN = None
 
 def write_run(root: Path, name: str, method: str, seed: int, tasks: list[str], acc: list[list[float | None]],
               hparams: dict | None = None, label: str | None = None, stats: list[dict] | None = None,
-              stored: float = 0.0) -> Path:
+              stored: float = 0.0, schedule: dict | None = None, network: str = "digits") -> Path:
     """A results.json in the trainer's format with a hand-made accuracy matrix."""
     done = sum(1 for row in acc if row[0] is not None)
     data = {
@@ -23,6 +23,9 @@ def write_run(root: Path, name: str, method: str, seed: int, tasks: list[str], a
         "label": label or method,
         "config": {"method": method, "seed": seed, "benchmark": "split_digits"},
         "hparams": hparams or {},
+        "schedule": schedule or {"epochs": 15, "lr": 0.01},
+        "network": {"name": network},
+        "valid_fraction": 0.1,
         "benchmark": {"name": "split_digits", "input_shape": [1, 8, 8],
                       "tasks": [{"name": t, "num_classes": 2} for t in tasks]},
         "tasks_done": done,
@@ -105,3 +108,49 @@ def test_cli_prints_the_table_and_rejects_bad_paths(runs, tmp_path, capsys):
     assert main([str(bad), "--out", str(tmp_path / "o4")]) == 2
     assert "not a supervised results file" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o4").exists()
+
+
+def test_runs_that_do_not_compare_are_never_merged(tmp_path):
+    """Same label: 3-task runs of 3 epochs (two seeds), a 5-task run of 15 epochs and a run on
+    another network give three rows, each named by what differs; plasticity only from a
+    fine-tuning run with the same schedule and seed."""
+    root = tmp_path / "runs"
+    short, long = {"epochs": 3, "lr": 0.01}, {"epochs": 15, "lr": 0.01}
+    three = [[0.9, NAN, NAN], [0.8, 0.9, NAN], [0.7, 0.8, 0.9]]
+    write_run(root, "e3s0", "ewc", 0, ["a", "b", "c"], three, {"lam": 5.0}, schedule=short)
+    write_run(root, "e3s1", "ewc", 1, ["b", "a", "c"], three, {"lam": 5.0}, schedule=short)
+    five = [[1.0] + [NAN] * 4, [1.0, 1.0] + [NAN] * 3, [1.0] * 3 + [NAN] * 2, [1.0] * 4 + [NAN], [1.0] * 5]
+    write_run(root, "e15", "ewc", 0, ["a", "b", "c", "d", "e"], five, {"lam": 5.0}, schedule=long)
+    write_run(root, "mlp", "ewc", 0, ["a", "b", "c"], three, {"lam": 5.0}, schedule=short, network="mlp")
+    # fine-tuning with the 15-epoch schedule on the same 3 tasks: not a reference for the 3-epoch runs
+    write_run(root, "ft15", "finetune", 0, ["a", "b", "c"], [[0.5, NAN, NAN], [0.5, 0.5, NAN], [0.5, 0.5, 0.5]], schedule=long)
+    rows, _, _ = report([str(root)], tmp_path / "out")
+    ewc = {r["label"]: r for r in rows if r["method"] == "ewc"}
+    assert set(ewc) == {"ewc (epochs=3, network=digits, tasks=3)", "ewc (epochs=15, network=digits, tasks=5)",
+                        "ewc (epochs=3, network=mlp, tasks=3)"}
+    merged = ewc["ewc (epochs=3, network=digits, tasks=3)"]
+    assert merged["seeds"] == [0, 1] and merged["tasks"] == 3
+    assert ewc["ewc (epochs=15, network=digits, tasks=5)"]["seeds"] == [0]
+    assert merged["plasticity"] is None  # ft15 has another schedule
+    write_run(root, "ft3", "finetune", 0, ["a", "b", "c"], [[0.9, NAN, NAN], [0.5, 0.9, NAN], [0.5, 0.5, 0.9]], schedule=short)
+    rows, _, _ = report([str(root)], tmp_path / "out2")
+    merged = next(r for r in rows if r["label"] == "ewc (epochs=3, network=digits, tasks=3)")
+    assert merged["plasticity"] == (pytest.approx(1.0), 0.0)  # seed 0 only: seed 1 has no reference
+
+
+def test_stability_without_warning_when_a_task_stays_at_zero(tmp_path):
+    import warnings
+
+    root = tmp_path / "runs"
+    write_run(root, "z", "ewc", 0, ["a", "b"], [[0.0, NAN], [0.0, 0.8]], {"lam": 5.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows, text, _ = report([str(root)], tmp_path / "out")
+    assert rows[0]["stability"] == (pytest.approx(1.0), 0.0)  # task b only: task a had nothing to keep
+    assert "nan" not in text.lower()
+
+
+def test_help_names_the_module(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "usage: python -m supervised.report" in capsys.readouterr().out

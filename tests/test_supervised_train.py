@@ -158,6 +158,7 @@ def test_authors_presets():
 @pytest.mark.parametrize(
     "name, shape, features",
     [("cifar", (3, 32, 32), 256), ("omniglot", (1, 28, 28), 64 * 4 * 4), ("alexnet32", (3, 32, 32), 2048),
+     ("alexnet_mix", (3, 32, 32), 4096),
      ("digits", (1, 8, 8), 64), ("mlp", (1, 8, 8), 100)],
 )
 def test_plain_networks_are_chains_with_the_papers_sizes(name, shape, features):
@@ -171,6 +172,9 @@ def test_plain_networks_are_chains_with_the_papers_sizes(name, shape, features):
         assert convs == [32, 32, 64, 64, 128, 128]
     if name == "omniglot":
         assert convs == [64, 64, 64, 64]
+    if name == "alexnet_mix":  # the authors' mixture AlexNet: 5 conv + fc 4096 x 2
+        assert convs == [64, 192, 384, 256, 256]
+        assert [m.out_features for m in trunk if isinstance(m, nn.Linear)] == [4096, 4096]
 
 
 def test_agscl_and_hat_refuse_resnet(tmp_path):
