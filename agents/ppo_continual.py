@@ -125,9 +125,11 @@ class Args:
     prox_every: Literal["epoch", "step"] = "epoch"
     """AGS-CL: proximal step once per PPO epoch (the authors' code) or after every optimizer step (the paper's equations)"""
     zero_init: bool = True
-    """AGS-CL: zero-fix weights from unimportant nodes into important nodes and learned heads (I.1)"""
+    """AGS-CL (I.1): zero every outgoing weight of an unimportant node, and keep those into important nodes and
+    learned heads at zero for good"""
     rand_init: bool = True
-    """AGS-CL: re-initialize unimportant nodes (I.2)"""
+    """AGS-CL (I.2): re-draw an unimportant node's incoming weights with probability rho, from the trunk's own
+    initializer (orthogonal, gain sqrt 2, zero bias)"""
     ewc_lambda: float = 1e4
     """EWC / online EWC: penalty strength"""
     ewc_gamma: float = 1.0
