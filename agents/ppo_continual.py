@@ -39,13 +39,15 @@ from agents.results import (
     RESULTS_FILE,
     RESULTS_FORMAT,
     continual_metrics,
-    load_results,
+    remove_stale_temps,
     normalized,
     random_scores,
-    reference_scores,
     write_json_atomic,
 )
-from agents.runtime import all_finite, rng_state, save_atomic, set_rng_state, versions
+from agents.rundir import CHECKPOINT_FORMAT, args_from_config, clear_run_dir, has_run_files, load_checkpoint, load_reference, stored_config
+from agents.runtime import StopRequest, UserError, all_finite, rng_state, save_atomic, set_rng_state, versions
+from agents.tensorboard_layout import LAYOUT as TB_LAYOUT
+from agents.tensorboard_layout import write_hparams
 from agscl.registry import make_method
 from envs.atari import MAX_EPISODE_FRAMES, PAPER_GAMES
 from envs.minatar import MAX_EPISODE_STEPS as MINATAR_MAX_STEPS
@@ -55,7 +57,6 @@ METHOD_CHOICES = ("finetune", "ewc", "online_ewc", "mas", "agscl")
 #: The authors' code computed RL importances about 21x larger than the plain mean activation
 #: used here, so their lambda corresponds to ``OMEGA_SCALE * lambda`` here.
 OMEGA_SCALE = 21.0
-CHECKPOINT_FORMAT = 1
 
 
 @dataclass
@@ -80,7 +81,9 @@ class Args:
     64 minibatches, Adam 3e-4, no entropy bonus, 4x-wide trunk conv 128/256/128, mu=0.1,
     agscl-lambda=100*21); flags given explicitly still override it"""
     resume: Optional[str] = None
-    """continue the run in this directory from its last checkpoint, with its stored config (other flags are ignored)"""
+    """continue the run in this directory from its last checkpoint, with its stored config (other flags are ignored);
+    without a usable checkpoint it restarts from the stored config. A resume is not bit-identical to an
+    uninterrupted run: environments are re-created with a fresh seed, so games in progress are dropped"""
     reference_run: Optional[str] = None
     """a finished fine-tuning run whose best score per game normalizes the returns (paper Figure 7a)"""
 
@@ -137,7 +140,8 @@ class Args:
     mas_lambda: float = 1.0
     """MAS: penalty strength"""
     importance_obs: int = 4096
-    """observations of a finished game, collected with the trained policy, for the method's importance (Omega, Fisher, MAS)"""
+    """observations of a finished game, collected with the trained policy, for the method's importance (Omega, Fisher,
+    MAS); capped at the game's own steps per game (a short run cannot spend longer on importance than on training)"""
     importance_batch: int = 256
     """batch size in which those observations are passed to the method"""
 
@@ -157,7 +161,9 @@ class Args:
     eval_greedy: bool = False
     """evaluate the most likely action instead of sampling the policy"""
     checkpoint_every: int = 500_000
-    """steps between periodic checkpoints within a game (0: only at game boundaries)"""
+    """steps between periodic checkpoints within a game (0: only at game boundaries and on the clock)"""
+    checkpoint_minutes: float = 10.0
+    """wall-clock minutes between checkpoints within a game (0: off); SIGINT/SIGTERM also checkpoint and stop"""
 
     # PPO (cleanrl's Atari defaults)
     num_envs: int = 8
@@ -236,12 +242,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class UserError(Exception):
-    """Bad input: reported as one line and exit code 2, before any environment is built."""
-
-
 class NonFiniteLoss(Exception):
     """The loss became NaN/inf: the run stops, its last checkpoint is left untouched."""
+
+
+class Stopped(Exception):
+    """SIGINT/SIGTERM: the run checkpointed at the end of an update and stops (exit 128 + signal)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,6 +379,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
     preset = _flag_from_argv(argv, "--preset", "none")
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r} is not valid: choose one of {', '.join(PRESETS)}")
+    if any(t == "--sequence" or t.startswith("--sequence=") for t in argv) and any(
+            t == "--games" or t.startswith("--games=") for t in argv):
+        raise UserError("--sequence and --games were both given: name the games with one of them")
     if preset == "paper" and suite != "atari":
         raise UserError(f"--preset paper is the authors' Atari setting: it cannot be combined with --suite {suite}")
     default = dataclasses.replace(Args(), suite=suite, preset=preset, **SUITE_DEFAULTS[suite], **PRESETS[preset])  # type: ignore[arg-type]
@@ -409,6 +418,8 @@ def validate(args: Args) -> list[str]:
     for name in ("eval_every", "checkpoint_every", "env_threads", "torch_threads"):
         _check(name, getattr(args, name) >= 0, "an integer >= 0", getattr(args, name))
     skip = get_suite(args.suite).frame_skip
+    _check("checkpoint_minutes", math.isfinite(args.checkpoint_minutes) and args.checkpoint_minutes >= 0,
+           "a finite number >= 0", args.checkpoint_minutes)
     _check("eval_max_frames", args.eval_max_frames >= skip, f"an integer >= {skip} (one agent step is {skip} frames)", args.eval_max_frames)
     for name in ("learning_rate", "clip_coef", "max_grad_norm"):
         value = getattr(args, name)
@@ -441,29 +452,6 @@ def build_agent_and_method(args: Args, device: torch.device) -> tuple[Agent, Any
     return agent, method
 
 
-def load_checkpoint(path: str) -> dict[str, Any]:
-    """A checkpoint written by this agent; UserError naming the file when it is missing or corrupt."""
-    if not os.path.isfile(path):
-        raise UserError(f"{path} does not exist: nothing to resume (checkpoints are written at game boundaries and every --checkpoint-every steps)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds on a truncated or foreign file
-        raise UserError(f"{path} is corrupt or not a checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
-    needed = ("format", "config", "games", "action_counts", "game", "update", "global_step", "agent", "method", "results")
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path} is corrupt or not a checkpoint of agents/ppo_continual.py (format {CHECKPOINT_FORMAT})")
-    return ckpt
-
-
-def args_from_config(config: dict[str, Any], where: str) -> Args:
-    fields = {f.name for f in dataclasses.fields(Args)}
-    unknown = set(config) - fields
-    if unknown:
-        raise UserError(f"{where} has a config with unknown fields {sorted(unknown)}: written by another version")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    return dataclasses.replace(Args(), **values)
-
-
 @dataclass
 class Setup:
     """A validated run, ready to build environments."""
@@ -476,18 +464,23 @@ class Setup:
     method: Any
     checkpoint: dict[str, Any] | None
     reference: dict[str, Any] | None  # results["reference"] less its "run" (see agents.results.reference_scores)
+    restart: bool = False  # --resume of a run without a checkpoint: started again in its directory
 
 
 def prepare(argv: Sequence[str] | None = None) -> Setup:
     """Parse and check everything (games, ranges, method, run directory, reference, resume)."""
     args = parse_args(argv)
-    checkpoint = None
+    checkpoint, restart = None, False
     if args.resume is not None:
         run_dir = os.path.normpath(args.resume)
         if not os.path.isdir(run_dir):
             raise UserError(f"--resume {args.resume}: no such run directory")
-        checkpoint = load_checkpoint(os.path.join(run_dir, "ckpt", "latest.pt"))
-        args = args_from_config(checkpoint["config"], run_dir)
+        latest = os.path.join(run_dir, "ckpt", "latest.pt")
+        if os.path.exists(latest):
+            checkpoint = load_checkpoint(latest)
+            args = args_from_config(checkpoint["config"], run_dir)
+        else:  # stopped before its first checkpoint: start again from the stored config
+            args, restart = args_from_config(stored_config(run_dir), run_dir), True
         args.resume = None
     games = validate(args)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
@@ -501,14 +494,12 @@ def prepare(argv: Sequence[str] | None = None) -> Setup:
             args.run_name = f"{args.exp_name}__{args.method}__{args.seed}__{int(time.time())}"
         if os.sep in args.run_name.strip(os.sep) or args.run_name in ("", ".", ".."):
             raise UserError(f"--run-name={args.run_name!r} must be a plain directory name")
-        run_dir = os.path.join(args.runs_dir, args.run_name)
-        if os.path.exists(run_dir):
+        if not restart:
+            run_dir = os.path.join(args.runs_dir, args.run_name)
+        if not restart and has_run_files(run_dir):
             raise UserError(f"{run_dir} already exists: choose another --run-name, or continue it with --resume {run_dir}")
         if args.reference_run is not None:
-            try:
-                reference = reference_scores(load_results(args.reference_run), games, args.reference_run)
-            except ValueError as exc:
-                raise UserError(f"--reference-run: {exc}") from None
+            reference = load_reference(args.reference_run, games)
     else:
         if checkpoint["games"] != games:
             raise UserError(f"{run_dir}: checkpoint games {checkpoint['games']} do not match its config {games}")
@@ -526,7 +517,7 @@ def prepare(argv: Sequence[str] | None = None) -> Setup:
             import envpool  # noqa: F401
         except ImportError:
             raise UserError("--backend envpool: envpool is not installed here (Linux only): use --backend ale") from None
-    return Setup(args, games, run_dir, device, agent, method, checkpoint, reference)
+    return Setup(args, games, run_dir, device, agent, method, checkpoint, reference, restart)
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,7 +544,7 @@ class Run:
             self.results: dict[str, Any] = {
                 "format": RESULTS_FORMAT,
                 "config": dataclasses.asdict(args),
-                "versions": versions(),
+                "versions": [],  # one entry per start, restart and resume (see Run.run)
                 "games": list(self.games),
                 "steps_per_game": self.steps_per_game,
                 "action_counts": [],
@@ -571,11 +562,22 @@ class Run:
             self.optimizer_state = None
         else:
             self.results = ckpt["results"]
-            self.results["versions"] = versions()
             self.game, self.update, self.global_step = int(ckpt["game"]), int(ckpt["update"]), int(ckpt["global_step"])
             self.optimizer_state = ckpt.get("optimizer")
             set_rng_state(ckpt["rng"])
         self.last_checkpoint: str | None = None
+        self.stop = StopRequest()
+
+    def stop_if_requested(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """After SIGINT/SIGTERM: checkpoint here (the update just finished), mark the results
+        ``interrupted`` and stop."""
+        if self.stop.signum is None:
+            return
+        if self.last_checkpoint_step != self.global_step or self.last_checkpoint is None:
+            self.checkpoint(optimizer, boundary=False)
+        self.results["progress"]["status"] = "interrupted"
+        self.write_results()
+        raise Stopped()
 
     # -- outputs ---------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -608,7 +610,7 @@ class Run:
         if boundary:
             save_atomic(state, os.path.join(self.ckpt_dir, f"game{self.game - 1}.pt"))
         self.last_checkpoint = latest
-        self.last_checkpoint_step = self.global_step
+        self.last_checkpoint_step, self.last_checkpoint_time = self.global_step, time.time()
 
     def log_statistics(self) -> dict[str, float]:
         stats = {k: float(v) for k, v in self.method.statistics().items()}
@@ -686,24 +688,37 @@ class Run:
 
         args = self.args
         os.makedirs(self.ckpt_dir, exist_ok=True)
+        for path in remove_stale_temps(self.run_dir, self.ckpt_dir):
+            self.log(f"removed {path}, left by a write that was killed")
         resumed = self.s.checkpoint is not None
+        kind = "resume" if resumed else ("restart" if self.s.restart else "start")
+        self.results["versions"].append({**versions(), "kind": kind, "global_step": self.global_step,
+                                         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         self.writer = SummaryWriter(self.run_dir, purge_step=self.global_step + 1 if resumed else None)
         if not resumed:
             self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
                 f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()))
+            self.writer.add_custom_scalars(TB_LAYOUT)
             self.write_results()
         else:
             self.log(f"resuming {self.run_dir} with its stored config (other flags are ignored) at game {self.game + 1} "
                      f"({self.games[self.game]}), update {self.update}")
         self.session_start, self.session_steps = time.time(), 0
-        self.last_checkpoint_step = self.global_step
+        self.last_checkpoint_step, self.last_checkpoint_time = self.global_step, time.time()
         try:
-            while self.game < len(self.games):
-                self.train_game()
+            with self.stop:
+                while self.game < len(self.games):
+                    self.train_game()
+                    self.stop_if_requested(None)
             self.results["progress"].update(status="finished", games_done=len(self.games))
             self.write_results()
+            write_hparams(self.writer, args, self.results)
             self.log(f"finished: results in {os.path.join(self.run_dir, RESULTS_FILE)}, TensorBoard events in {self.run_dir}")
             return 0
+        except Stopped:
+            print(f"stopped by {self.stop.name} at global_step={self.global_step}: checkpoint {self.last_checkpoint}; "
+                  f"continue with --resume {self.run_dir}", file=sys.stderr, flush=True)
+            return 128 + int(self.stop.signum or 0)
         except NonFiniteLoss as exc:
             latest = os.path.join(self.ckpt_dir, "latest.pt")
             if self.last_checkpoint:
@@ -856,26 +871,31 @@ class Run:
                 w.add_scalar("losses/clipfrac", float(np.mean(clipfracs)), self.global_step)
                 w.add_scalar("losses/explained_variance", explained_var, self.global_step)
                 w.add_scalar("charts/SPS", sps, self.global_step)
-                stats = self.log_statistics()
+                last = self.update == self.num_updates
+                stats = {} if last else self.log_statistics()  # the last update's come after end_task, same step
                 extra = " ".join(f"{k}={v:.4g}" for k, v in stats.items() if k in ("sparsity", "frozen_groups"))
                 self.log(f"game={game} update={self.update}/{self.num_updates} SPS={sps} loss={loss.item():.4f} {extra}".rstrip())
 
-                last = self.update == self.num_updates
                 game_step = self.update * self.batch_size
                 if not last and args.eval_every and game_step // args.eval_every > (game_step - self.batch_size) // args.eval_every:
                     self.evaluate_all(g, boundary=False)
-                if not last and args.checkpoint_every and game_step // args.checkpoint_every > (game_step - self.batch_size) // args.checkpoint_every:
+                by_steps = args.checkpoint_every and game_step // args.checkpoint_every > (game_step - self.batch_size) // args.checkpoint_every
+                by_clock = args.checkpoint_minutes and time.time() - self.last_checkpoint_time >= 60 * args.checkpoint_minutes
+                if not last and (by_steps or by_clock):
                     self.checkpoint(optimizer, boundary=False)
                     self.log(f"checkpoint {self.last_checkpoint}")
+                if not last:
+                    self.stop_if_requested(optimizer)
 
             # end of the game: importance from the trained policy's own play, then evaluation
             t0 = time.time()
-            stored, _ = collect_observations(agent, env, next_obs.cpu().numpy(), g, args.importance_obs, device)
+            count = min(args.importance_obs, self.steps_per_game)
+            stored, _ = collect_observations(agent, env, next_obs.cpu().numpy(), g, count, device)
             method.end_task(g, ScaledBatches(stored, args.importance_batch, device, self.suite.obs_scale))
             del stored
             stats = self.log_statistics()
             self.results["regularizer"].append({"game": g, "game_name": game, "global_step": self.global_step, **stats})
-            self.log(f"end of {game}: {args.method} importance from {args.importance_obs} observations ({time.time() - t0:.1f}s)")
+            self.log(f"end of {game}: {args.method} importance from {count} observations ({time.time() - t0:.1f}s)")
         finally:
             env.close()
         self.evaluate_all(g, boundary=True)
@@ -901,6 +921,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     os.makedirs(setup.run_dir, exist_ok=True)
+    if setup.restart:
+        print(f"{setup.run_dir} has no checkpoint: restarting it from its stored config", flush=True)
+        clear_run_dir(setup.run_dir)
     print(f"run {setup.run_dir}: games {' '.join(setup.games)}, method {args.method}, device {setup.device}", flush=True)
     try:
         return Run(setup).run()

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from typing import Any, Sequence
+import re
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
@@ -33,18 +33,49 @@ RESULTS_FILE = "results.json"
 RESULTS_FORMAT = 2
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
+TEMP_PATTERN = re.compile(r"\.tmp\d+$")
+
+
+def write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``write(file)`` so that it is never seen half-written: a temporary
+    ``<path>.tmp<pid>`` is written, flushed and fsynced, renamed over ``path`` with ``os.replace``,
+    and the directory is fsynced so the rename survives a power cut. Mode 0644 (not mkstemp's 0600)."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=directory)
+    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write ``obj`` as strict JSON to ``path`` atomically (:func:`write_atomic`)."""
+    data = json.dumps(obj, indent=1, allow_nan=False).encode()
+    write_atomic(path, lambda f: f.write(data))
+
+
+def remove_stale_temps(*directories: str) -> list[str]:
+    """Delete leftovers ``*.tmp<pid>`` of writes that a kill interrupted; returns what was removed."""
+    removed = []
+    for directory in directories:
+        if os.path.isdir(directory):
+            for name in os.listdir(directory):
+                if TEMP_PATTERN.search(name):
+                    os.unlink(os.path.join(directory, name))
+                    removed.append(os.path.join(directory, name))
+    return removed
 
 
 def load_results(run_dir: str) -> dict[str, Any]:
@@ -58,10 +89,51 @@ def load_results(run_dir: str) -> dict[str, Any]:
             results = json.load(f)
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path} is not readable JSON ({exc.__class__.__name__}: {exc})") from None
-    for key in ("games", "score_matrix", "timeline", "config"):
-        if not isinstance(results, dict) or key not in results:
-            raise ValueError(f"{path} is not a results file of agents/ppo_continual.py (no {key!r})")
+    problem = results_problem(results)
+    if problem:
+        raise ValueError(f"{path} is not a valid results file of agents/ppo_continual.py (format {RESULTS_FORMAT}): {problem}")
     return results
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def results_problem(results: Any) -> str | None:
+    """What is structurally wrong with a parsed results file (None when it is well built):
+    every field that readers index is checked, so a reader never fails half-way with a KeyError."""
+    if not isinstance(results, dict):
+        return "not a JSON object"
+    for key in ("format", "games", "score_matrix", "timeline", "config", "random", "progress"):
+        if key not in results:
+            return f"no {key!r}"
+    if results["format"] != RESULTS_FORMAT:
+        return f"format {results['format']!r} (re-run with this version)"
+    games = results["games"]
+    if not isinstance(games, list) or not games or not all(isinstance(g, str) for g in games):
+        return "'games' is not a non-empty list of names"
+    n = len(games)
+    matrix = results["score_matrix"]
+    if (not isinstance(matrix, list) or len(matrix) != n
+            or not all(isinstance(row, list) and len(row) == n and all(v is None or _number(v) for v in row) for row in matrix)):
+        return f"'score_matrix' is not a {n}x{n} matrix of numbers and nulls"
+    if not isinstance(results["config"], dict) or not isinstance(results["progress"], dict):
+        return "'config' or 'progress' is not an object"
+    if not isinstance(results["random"], dict) or not all(
+            g in games and isinstance(v, dict) and _number(v.get("mean")) for g, v in results["random"].items()):
+        return "'random' is not a map from games to {'mean': number}"
+    if not isinstance(results["timeline"], list):
+        return "'timeline' is not a list"
+    for i, entry in enumerate(results["timeline"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("global_step"), int) or not isinstance(entry.get("scores"), dict):
+            return f"timeline entry {i} lacks an integer 'global_step' or a 'scores' object"
+        for g, stats in entry["scores"].items():
+            if g not in games or not isinstance(stats, dict) or not (stats.get("mean") is None or _number(stats.get("mean"))):
+                return f"timeline entry {i} has a bad score for {g!r}"
+    reference = results.get("reference")
+    if reference is not None and not (isinstance(reference, dict) and isinstance(reference.get("max_return"), dict)):
+        return "'reference' is not null or an object with 'max_return'"
+    return None
 
 
 def best_scores(results: dict[str, Any]) -> dict[str, float]:

@@ -5,13 +5,21 @@ from __future__ import annotations
 import os
 import platform
 import random
+import signal
 import subprocess
+import threading
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 import tyro
+
+from agents.results import write_atomic
+
+
+class UserError(Exception):
+    """Bad input: reported as one line and exit code 2, before any environment is built."""
 
 
 def versions() -> dict[str, str]:
@@ -32,9 +40,8 @@ def versions() -> dict[str, str]:
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`agents.results.write_atomic` (never a half-written checkpoint)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def rng_state() -> dict[str, Any]:
@@ -55,3 +62,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def all_finite(module: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+class StopRequest:
+    """SIGINT and SIGTERM ask the run to stop cleanly: the handler only records the signal, and
+    the training loop checkpoints and exits at the end of the current update. A second SIGINT
+    interrupts at once (KeyboardInterrupt). Handlers are installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""

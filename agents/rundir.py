@@ -1,0 +1,83 @@
+"""A run's directory: its checkpoint, its stored config, its reference, and a clean restart.
+
+Everything here answers a user mistake with :class:`agents.runtime.UserError` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from typing import Any
+
+import torch
+
+from agents.results import RESULTS_FILE, load_results, reference_scores
+from agents.runtime import UserError
+
+CHECKPOINT_FORMAT = 1
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """A checkpoint written by this agent; UserError naming the file when it is missing or corrupt."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist: nothing to resume (checkpoints are written at game boundaries and every --checkpoint-every steps)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds on a truncated or foreign file
+        raise UserError(f"{path} is corrupt or not a checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
+    needed = ("format", "config", "games", "action_counts", "game", "update", "global_step", "agent", "method", "results")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is corrupt or not a checkpoint of agents/ppo_continual.py (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def has_run_files(run_dir: str) -> bool:
+    """Whether ``run_dir`` holds a run (results or a checkpoint); an empty leftover does not count."""
+    return any(os.path.exists(os.path.join(run_dir, name)) for name in (RESULTS_FILE, os.path.join("ckpt", "latest.pt")))
+
+
+def stored_config(run_dir: str) -> dict[str, Any]:
+    """The config in ``run_dir/results.json`` (written before the first update), for a restart."""
+    try:
+        config = load_results(run_dir)["config"]
+    except ValueError as exc:
+        raise UserError(f"--resume {run_dir}: no checkpoint and no usable stored config ({exc}); "
+                        f"start it again with its flags: the directory will be reused") from None
+    return config
+
+
+def load_reference(path: str, games: list[str]) -> dict[str, Any]:
+    """The fine-tuning reference of ``--reference-run``: a finetune run over the same games, in order."""
+    try:
+        results = load_results(path)
+        method = results["config"].get("method")
+        if method != "finetune":
+            raise ValueError(f"{path} is a {method!r} run: the reference must be a fine-tuning run (--method finetune)")
+        if list(results["games"]) != list(games):
+            raise ValueError(f"{path} learned {' '.join(results['games'])}, not this run's {' '.join(games)}")
+        return reference_scores(results, games, path)
+    except ValueError as exc:
+        raise UserError(f"--reference-run: {exc}") from None
+
+
+def args_from_config(config: dict[str, Any], where: str) -> Any:
+    from agents.ppo_continual import Args
+
+    fields = {f.name for f in dataclasses.fields(Args)}
+    unknown = set(config) - fields
+    if unknown:
+        raise UserError(f"{where} has a config with unknown fields {sorted(unknown)}: written by another version")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return dataclasses.replace(Args(), **values)
+
+
+def clear_run_dir(run_dir: str) -> None:
+    """Remove what a run that never checkpointed left (results, events, checkpoint temps) before
+    it starts again in the same directory; anything else in it is kept."""
+    for name in os.listdir(run_dir):
+        path = os.path.join(run_dir, name)
+        if name == "ckpt":
+            shutil.rmtree(path)
+        elif name == RESULTS_FILE or name.startswith("events.out.tfevents") or ".tmp" in name:
+            os.unlink(path)

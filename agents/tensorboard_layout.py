@@ -1,0 +1,53 @@
+"""TensorBoard made for continual runs: one custom-scalars page and the HParams dashboard.
+
+The custom-scalars page puts, on one screen, every game's normalized return in one chart, the
+accumulated normalized return, every game's raw return, and P and S per game. The HParams
+dashboard gets the run's method and hyperparameters with its final accumulated normalized
+return, mean P and mean S, so methods compare in TensorBoard as in ``plot_continual.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+#: Custom-scalars layout (tags are regular expressions, as the plugin reads them).
+LAYOUT: dict[str, dict[str, list[Any]]] = {
+    "continual": {
+        "normalized return, every game": ["Multiline", [r"eval/[^/]+/normalized_return$"]],
+        "accumulated normalized return": ["Multiline", [r"eval/accumulated_normalized_return$"]],
+        "return, every game": ["Multiline", [r"eval/[^/]+/return$", r"eval/[^/]+/random_return$"]],
+        "P per game": ["Multiline", [r"metrics/[^/]+/P$"]],
+        "S per game": ["Multiline", [r"metrics/[^/]+/S$"]],
+        "mean P and S": ["Multiline", [r"metrics/(P|S)_mean$"]],
+    },
+}
+#: HParams metric tags (written once the run finishes).
+METRIC_TAGS = ("hparam/accumulated_normalized_return", "hparam/P_mean", "hparam/S_mean")
+
+
+def hparams_of(args: Any) -> dict[str, Any]:
+    """The run's configuration as HParams values (tuples become strings; None is dropped)."""
+    out: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(args).items():
+        if value is None:
+            continue
+        out[key] = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+    return out
+
+
+def final_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """Accumulated normalized return at the last evaluation (needs a reference), mean P (needs a
+    reference) and mean S; NaN where undefined, so every run has the same metric columns."""
+    timeline = results.get("timeline") or []
+    acc = timeline[-1].get("accumulated_normalized") if timeline else None
+    metrics = results.get("metrics") or {}
+    values = {"hparam/accumulated_normalized_return": acc, "hparam/P_mean": metrics.get("P_mean"),
+              "hparam/S_mean": metrics.get("S_mean")}
+    return {k: float("nan") if v is None else float(v) for k, v in values.items()}
+
+
+def write_hparams(writer: Any, args: Any, results: dict[str, Any]) -> None:
+    """The HParams session of this run, in the run's own directory (``run_name='.'``)."""
+    writer.add_hparams(hparams_of(args), final_metrics(results), run_name=".",
+                       global_step=int(results["progress"]["global_step"]))
