@@ -80,8 +80,9 @@ def check_two_game_run(run_dir: str, method: str) -> dict:
     assert a[1] == [last[g]["mean"] for g in GAMES]
     assert [r["game"] for r in res["regularizer"]] == [0, 1] and all("stored_floats" in r for r in res["regularizer"])
     assert [g["steps"] for g in res["games_info"]] == [128, 128]
+    assert [v["kind"] for v in res["versions"]] == ["start"] and res["versions"][0]["global_step"] == 0
     for key in ("python", "torch", "envpool", "ale_py"):
-        assert res["versions"][key]
+        assert res["versions"][0][key]
     # heads of both games exist, each sized to its game's actions
     ckpt = torch.load(os.path.join(run_dir, "ckpt", "latest.pt"), weights_only=True)
     assert [ckpt["agent"][f"heads.{g}.0.weight"].shape[0] for g in range(2)] == list(ACTIONS)
@@ -338,7 +339,7 @@ def test_existing_runs_are_never_overwritten(runs, tmp_path, capsys):
     # a reference that lacks a game, and a corrupt checkpoint
     rc = ppo_continual.main([*TINY, "--games", "DemonAttack", "Pong", "--runs-dir", str(tmp_path), "--run-name", "y",
                              "--reference-run", ft])
-    assert rc == 2 and "does not cover games Pong" in capsys.readouterr().err
+    assert rc == 2 and "not this run's DemonAttack Pong" in capsys.readouterr().err
     broken = tmp_path / "broken"
     (broken / "ckpt").mkdir(parents=True)
     (broken / "ckpt" / "latest.pt").write_bytes(b"not a checkpoint")
@@ -403,7 +404,7 @@ def test_collect_observations_plays_the_game_with_the_given_head():
     assert obs.shape == (7, 4, 84, 84) and obs.dtype == torch.uint8
     assert torch.equal(obs[:2], torch.from_numpy(first))  # the current observations come first
     assert not torch.equal(obs[2:4], obs[:2])  # then the game moves on
-    batches = list(ppo_continual.ScaledBatches(obs, 3, torch.device("cpu")))
+    batches = list(ppo_continual.ScaledBatches(obs, 3, torch.device("cpu"), 1 / 255))
     assert [b.shape[0] for b in batches] == [3, 3, 1]
     assert torch.allclose(torch.cat(batches) * 255, obs.float())
 
