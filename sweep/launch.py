@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -149,7 +150,8 @@ def run_trial(trial: Trial, options: LaunchOptions, sink: Sink | None = None) ->
             argv = command(trial, sweep_dir, resume)
             emit("running", f"attempt {attempt}, {'resumed from its checkpoint' if resume else 'fresh'}")
             with open(log, "a") as out:
-                out.write(f"=== attempt {attempt} {time.strftime('%Y-%m-%d %H:%M:%S')}: {subprocess.list2cmdline(argv)}\n")
+                out.write(f"=== attempt {attempt} {time.strftime('%Y-%m-%d %H:%M:%S')} launcher {socket.gethostname()}:{os.getpid()}: "
+                          f"{subprocess.list2cmdline(argv)}\n")
                 out.flush()
                 child = [argv[0], "-m", "sweep._child", *argv[2:]]
                 rc = subprocess.call(child, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
