@@ -109,27 +109,34 @@ class SweepResult:
         return all(o.state in ("finished", "skipped") for o in self.outcomes.values()) and len(self.outcomes) == len(self.trials)
 
 
-def _check_same_sweep(path: Path, trials: list[Trial]) -> None:
-    """A finished trial is skipped only if it was run with the same flags."""
+def _previous_trials(path: Path) -> dict[str, dict[str, Any]]:
+    """Trial records of earlier runs of this sweep directory (kept in sweep.json when the spec grows)."""
     try:
-        old = {t["name"]: t for t in json.loads(path.read_text()).get("trials", [])}
-    except (OSError, ValueError):
-        return
+        return {t["name"]: t for t in json.loads(path.read_text()).get("trials", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _check_same_sweep(sweep_dir: Path, previous: dict[str, dict[str, Any]], trials: list[Trial]) -> None:
+    """A finished trial is skipped only if it was run with the same flags."""
     for trial in trials:
-        before = old.get(trial.name)
+        before = previous.get(trial.name)
         if before is not None and before.get("flags") != list(trial.flags) and Path(trial.run_dir).exists():
-            raise SweepError(f"{path.parent} holds trial {trial.name} run with other flags: use another --dir or remove it")
+            raise SweepError(f"{sweep_dir} holds trial {trial.name} run with other flags: use another --dir or remove it")
 
 
-def _write_state(path: Path, spec: Spec, trials: list[Trial], progress: Progress, engine: str) -> None:
+def _write_state(path: Path, spec: Spec, trials: list[Trial], progress: Progress, engine: str,
+                 previous: dict[str, dict[str, Any]]) -> None:
+    current = [{"name": t.name, "method": t.method, "seed": t.seed, "params": dict(t.params), "label": t.label,
+                "reference": t.reference, "flags": list(t.flags),
+                "command": command(t, path.parent, False)[1:], **progress.states[t.name]} for t in trials]
+    names = {t.name for t in trials}
     payload = {
         "format": SWEEP_FORMAT,
         "spec": asdict(spec),
         "engine": engine,
         "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "trials": [{"name": t.name, "method": t.method, "seed": t.seed, "params": dict(t.params), "label": t.label,
-                    "reference": t.reference, "flags": list(t.flags),
-                    "command": command(t, path.parent, False)[1:], **progress.states[t.name]} for t in trials],
+        "trials": current + [r for n, r in previous.items() if n not in names],
     }
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=1) + "\n")
@@ -142,12 +149,14 @@ def run_sweep(spec: Spec, sweep_dir: str | Path, options: EngineOptions, cwd: st
     sweep_dir = Path(sweep_dir).resolve()
     trials = spec.trials(sweep_dir)
     state_path = sweep_dir / "sweep.json"
-    _check_same_sweep(state_path, trials)
+    previous = _previous_trials(state_path)
+    _check_same_sweep(sweep_dir, previous, trials)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     threads = max(1, int(round(options.cpus_per_trial)))
     launch = LaunchOptions(str(sweep_dir), options.retries, threads, cwd or os.getcwd())
     result = SweepResult(sweep_dir, trials, engine=engine)
-    progress = Progress([t.name for t in trials], options.progress, lambda: _write_state(state_path, spec, trials, progress, engine))
+    progress = Progress([t.name for t in trials], options.progress,
+                        lambda: _write_state(state_path, spec, trials, progress, engine, previous))
     start = time.monotonic()
     try:
         for trial in trials:  # finished earlier: skipped without a worker

@@ -127,6 +127,7 @@ def evaluate_config(config: dict[str, Any], spec: Spec, method: str, launch: Lau
 
 def _tune_search(spec: Spec, options: SearchOptions, launch: LaunchOptions, engine: EngineOptions,
                  sweep_dir: Path) -> list[dict[str, Any]]:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own lines instead of Tune's status tables
     import ray
     from ray import tune
 

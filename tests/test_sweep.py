@@ -31,9 +31,12 @@ def _env(extra_path: Path | None = None) -> dict[str, str]:
     return env
 
 
-def _sweep(argv: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweep", *argv], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+def _sweep(argv: list[str], env: dict[str, str], timeout: float = 300) -> tuple[subprocess.Popen, str, str]:
+    """Run the sweep CLI; (process, stdout, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "sweep", *argv], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=timeout)
+    return proc, out, err
 
 
 def _results(run_dir: Path) -> dict:
@@ -51,10 +54,7 @@ def _launcher_pids(sweep_dir: Path) -> set[int]:
 def ray_sweep(tmp_path_factory):
     """finetune and agscl x seeds 0 and 1, one epoch per task, through a local Ray instance."""
     sweep_dir = tmp_path_factory.mktemp("sweeps") / "ray"
-    proc = subprocess.Popen([sys.executable, "-m", "sweep", "--engine", "ray", *GRID_2X2, "--dir", str(sweep_dir), "--", *DIGITS],
-                            env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=300)
-    return sweep_dir, proc, out, err
+    return (sweep_dir, *_sweep(["--engine", "ray", *GRID_2X2, "--dir", str(sweep_dir), "--", *DIGITS], _env()))
 
 
 NAMES = {"finetune_seed0", "finetune_seed1", "agscl_seed0", "agscl_seed1"}
@@ -93,20 +93,47 @@ def test_sequential_fallback_without_ray_writes_the_same_output(ray_sweep, tmp_p
     (fake / "ray").mkdir(parents=True)
     (fake / "ray" / "__init__.py").write_text("raise ImportError('simulated: ray is not installed')\n")
     sweep_dir = tmp_path / "sequential"
-    proc = subprocess.Popen([sys.executable, "-m", "sweep", *GRID_2X2, "--dir", str(sweep_dir), "--", *DIGITS],
-                            env=_env(fake), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=300)
+    grid = [*GRID_2X2[:GRID_2X2.index("--seeds")], "--seeds", "1", "--no-progress"]  # seed 1 of the same grid
+    proc, out, err = _sweep([*grid, "--dir", str(sweep_dir), "--", *DIGITS], _env(fake))
     assert proc.returncode == 0, err[-2000:]
     assert "engine sequential" in out
     assert _launcher_pids(sweep_dir) == {proc.pid}  # every trial launched by the sweep process itself
-    for name in NAMES:
+    names = ["finetune_seed1", "agscl_seed1"]
+    assert sorted(p.name for p in sweep_dir.iterdir() if (p / "results.json").is_file()) == sorted(names)
+    for name in names:
         ours, theirs = _results(sweep_dir / name), _results(ray_dir / name)
         assert ours["accuracy"] == theirs["accuracy"]  # same runs, bit for bit
-        assert ours["config"]["method"] == theirs["config"]["method"]
-    assert (sweep_dir / "report" / "summary.txt").read_text() == (ray_dir / "report" / "summary.txt").read_text()
-    ours = json.loads((sweep_dir / "sweep.json").read_text())["trials"]
-    theirs = json.loads((ray_dir / "sweep.json").read_text())["trials"]
-    assert [(t["name"], t["flags"], t["state"]) for t in ours] == [(t["name"], t["flags"], t["state"]) for t in theirs]
+        assert ours["plasticity"] == theirs["plasticity"] is not None
+        assert re.search(rf"\] {name}: finished \(", out)
+    summary = (sweep_dir / "report" / "summary.txt").read_text()
+    assert re.search(r"split_digits\s+agscl\s+1\s+5", summary) and summary.strip() in out
+    ours = {t["name"]: t for t in json.loads((sweep_dir / "sweep.json").read_text())["trials"]}
+    theirs = {t["name"]: t for t in json.loads((ray_dir / "sweep.json").read_text())["trials"]}
+    for name in names:
+        assert (ours[name]["flags"], ours[name]["state"]) == (theirs[name]["flags"], theirs[name]["state"])
+
+
+def test_search_through_tune_ranks_configurations_by_the_stated_objective(ray_sweep):
+    sweep_dir = ray_sweep[0]  # its finished fine-tuning run of seed 0 is the reference: skipped, not re-run
+    stamp = (sweep_dir / "finetune_seed0" / "results.json").stat().st_mtime_ns
+    proc, out, err = _sweep(["--trainer", "supervised", "--methods", "agscl", "--seeds", "0", "--search", "grid",
+                   "--grid", "agscl.mu=0.5,5", "--objective", "stability_at_plasticity", "--min-plasticity", "0.97",
+                   "--dir", str(sweep_dir), "--no-progress", "--", *DIGITS], _env())
+    assert proc.returncode == 0, err[-2000:]
+    assert "finetune_seed0: skipped (finished earlier)" in out
+    assert (sweep_dir / "finetune_seed0" / "results.json").stat().st_mtime_ns == stamp
+    assert re.search(r"\] mu=0.5: finished \(objective", out) and re.search(r"\] mu=5: finished \(objective", out)
+    search = json.loads((sweep_dir / "search.json").read_text())
+    rows = search["rows"]
+    assert sorted(r["config"]["mu"] for r in rows) == [0.5, 5]
+    for row in rows:  # the objective is recomputed here from the run's own results file
+        results = _results(sweep_dir / f"agscl_mu{row['config']['mu']:g}_seed0")
+        assert results["hparams"]["mu"] == row["config"]["mu"]
+        p, s = results["plasticity"], results["stability"]
+        assert row["objective"] == pytest.approx(s if p >= 0.97 else p - 1)
+    assert [r["objective"] for r in rows] == sorted((r["objective"] for r in rows), reverse=True)
+    assert search["best"] == rows[0]["config"]
+    assert proc.pid not in _launcher_pids(sweep_dir)  # the configurations ran in Tune's workers
 
 
 def _trainer_processes(marker: str) -> list[int]:
@@ -154,10 +181,10 @@ def test_killed_sweep_skips_finished_trials_and_resumes_the_interrupted_one(tmp_
     finetune_stamp = (finetune / "results.json").stat().st_mtime_ns
     first_task = partial["per_task"][0]
 
-    proc = _sweep(argv, _env())
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert re.search(r"\] finetune_epochs1_seed0: skipped \(finished earlier\)", proc.stdout)
-    assert re.search(r"\] agscl_epochs60_seed0: running \(attempt 1, resumed from its checkpoint\)", proc.stdout)
+    proc, out, err = _sweep(argv, _env())
+    assert proc.returncode == 0, err[-2000:]
+    assert re.search(r"\] finetune_epochs1_seed0: skipped \(finished earlier\)", out)
+    assert re.search(r"\] agscl_epochs60_seed0: running \(attempt 1, resumed from its checkpoint\)", out)
     assert (finetune / "results.json").stat().st_mtime_ns == finetune_stamp  # not run again
     final = _results(agscl)
     assert final["finished"] and final["tasks_done"] == 3
@@ -186,10 +213,10 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_path):
 def test_bad_trainer_flag_stops_the_sweep_with_the_trainers_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('trainer = "supervised"\nmethods = ["finetune", "agscl"]\nflags = {benchmark = "split_digits", epochs = 0}\n')
-    proc = _sweep(["--config", str(bad), "--engine", "sequential", "--no-progress", "--dir", str(tmp_path / "s")], _env())
+    proc, out, err = _sweep(["--config", str(bad), "--engine", "sequential", "--no-progress", "--dir", str(tmp_path / "s")], _env())
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "trial finetune_seed0: error: epochs=0 must be >= 1" in proc.stderr
-    assert "agscl_seed0" not in proc.stdout  # nothing ran after the bad input
+    assert err.count("\n") == 1 and "trial finetune_seed0: error: epochs=0 must be >= 1" in err
+    assert "agscl_seed0" not in out  # nothing ran after the bad input
 
 
 def _rl_results(path: Path, method: str, seed: int, scores: list[list[float | None]], reference: Path | None) -> Path:
