@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.results import best_scores, games_done, load_results, score_matrix
+from agents.results import games_done, load_results, reference_maxima, score_matrix
 from agscl import metrics as M
 
 RL_METRICS = ("accumulated_normalized_return", "average_return", "plasticity", "stability", "forgetting")
@@ -65,19 +65,22 @@ def rl_run_metrics(results: dict[str, Any]) -> dict[str, float | None]:
     out["stability"] = M.stability(a)
     reference = results.get("reference")
     method = results["config"].get("method")
+    if method == "finetune":
+        out["plasticity"] = 1.0
     if reference is not None:
         ref_max = reference["max_return"]
     elif method == "finetune":
-        ref_max = best_scores(results)
+        try:  # its own best scores, when they can normalize
+            ref_max = reference_maxima(results, games, "itself")
+        except ValueError:
+            return out
     else:
         return out
     scale = np.array([ref_max[g] for g in games], dtype=np.float64)
     normalized = a / scale[None, :]
     out["accumulated_normalized_return"] = float(normalized[-1].sum())
     out["forgetting"] = M.forgetting(normalized)
-    if method == "finetune":
-        out["plasticity"] = 1.0
-    elif reference is not None and reference.get("run"):
+    if method != "finetune" and reference is not None and reference.get("run"):
         try:
             ref = score_matrix(load_results(str(reference["run"])))
         except ValueError:
@@ -139,12 +142,13 @@ def _write(path: Path, text: str) -> None:
 
 
 def report_rl(groups: Mapping[str, Sequence[str | Path]], out: Path, reference: str | None = None) -> str:
-    """Table (text + JSON) and, given the fine-tuning reference, Figure 7 of the first run of each group."""
+    """Table (text + JSON) and, given a fine-tuning reference with positive best scores, Figure 7 of
+    the first run of each group."""
     rows = aggregate_rl(groups)
     text = format_rl_table(rows)
     _write(out / "summary.txt", text + "\n")
     _write(out / "summary.json", json.dumps(rows, indent=1, default=lambda v: None) + "\n")
-    if reference is not None:
+    if reference is not None and rl_run_metrics(load_results(reference))["accumulated_normalized_return"] is not None:
         from agents.plot_continual import main as plot
 
         firsts = [str(dirs[0]) for dirs in groups.values() if dirs]

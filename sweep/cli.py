@@ -42,6 +42,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=2, help="re-launches (with --resume) of a trial that dies")
     p.add_argument("--no-progress", action="store_true", help="no overall bar (state lines are still printed)")
     p.add_argument("--no-report", action="store_true", help="skip the table at the end")
+    p.add_argument("--no-reference", action="store_true",
+                   help="do not pass the fine-tuning trial of the same seed as reference to the other methods")
     s = p.add_argument_group("search (Ray Tune)")
     s.add_argument("--search", choices=("grid", "optuna"), help="calibrate METHOD's grid / --space against --objective")
     s.add_argument("--search-method", help="the method to calibrate (default agscl)")
@@ -100,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.retries < 0 or args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
             raise SweepError("--retries must be >= 0, --cpus-per-trial > 0 and --gpus-per-trial >= 0")
         spec = build_spec(file, args.trainer, args.methods, args.seeds, args.grid, passed)
+        spec.reference = not args.no_reference
         engine = EngineOptions(args.engine, args.address, args.cpus_per_trial, args.gpus_per_trial, args.retries,
                                not args.no_progress)
         sweep_dir = Path(args.dir or Path("runs/sweeps") / (Path(args.config).stem if args.config else "sweep"))

@@ -142,6 +142,8 @@ class Spec:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     method_grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
+    reference: bool = True
+    """measure other methods against the fine-tuning trial of the same seed (when the sweep has one)"""
 
     def check(self) -> None:
         """Everything that can be checked without running a trial; ``SweepError`` on bad input."""
@@ -194,7 +196,7 @@ class Spec:
                     key = (seed, shared)
                     if method == "finetune":
                         finetune.setdefault(key, name)
-                    elif key in finetune:
+                    elif key in finetune and self.reference:
                         trial = replace(trial, reference=finetune[key])
                     out.append(trial)
         names = [t.name for t in out]
