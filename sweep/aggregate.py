@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 from agents.results import games_done, load_results, reference_maxima, score_matrix
 from agscl import metrics as M
+from sweep.launch import write_text_atomic
 
 RL_METRICS = ("accumulated_normalized_return", "average_return", "plasticity", "stability", "forgetting")
 #: Config fields that name or place a run rather than define it (ignored when grouping seeds).
@@ -134,20 +134,13 @@ def format_rl_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def report_rl(groups: Mapping[str, Sequence[str | Path]], out: Path, reference: str | None = None) -> str:
     """Table (text + JSON) and, given a fine-tuning reference with positive best scores, Figure 7 of
     the first run of each group."""
     rows = aggregate_rl(groups)
     text = format_rl_table(rows)
-    _write(out / "summary.txt", text + "\n")
-    _write(out / "summary.json", json.dumps(rows, indent=1, default=lambda v: None) + "\n")
+    write_text_atomic(out / "summary.txt", text + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(rows, indent=1, default=lambda v: None) + "\n")
     if reference is not None and rl_run_metrics(load_results(reference))["accumulated_normalized_return"] is not None:
         from agents.plot_continual import main as plot
 

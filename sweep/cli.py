@@ -110,10 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if search is not None:
             from sweep.search import run_search
 
-            _, text = run_search(spec, sweep_dir, search, engine)
+            rows, text = run_search(spec, sweep_dir, search, engine)
             print(text)
             print(f"search results: {sweep_dir / 'search.json'}")
-            return 0
+            return 0 if rows and all(r.get("objective") is not None for r in rows) else 1
         print(f"sweep {sweep_dir}: {len(spec.trials(sweep_dir))} trials ({spec.trainer}), engine {engine.resolved_engine()}",
               flush=True)
         result = run_sweep(spec, sweep_dir, engine)
@@ -123,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, OSError) as exc:
         print(f"sweep: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("sweep: interrupted: run the same command again to continue (finished trials are skipped)", file=sys.stderr)
+        return 130
     print(f"{sum(o.state in ('finished', 'skipped') for o in result.outcomes.values())}/{len(result.trials)} trials done "
           f"in {result.seconds:.1f} s ({result.engine}); runs and logs in {result.sweep_dir}", flush=True)
     if not args.no_report:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sweep.launch import EXIT_USAGE, LaunchOptions, Outcome, command, is_finished, run_trial
+from sweep.launch import LaunchOptions, Outcome, command, is_finished, run_trial, write_text_atomic
 from sweep.spec import Spec, SweepError, Trial
 
 SWEEP_FORMAT = "agscl-sweep/1"
@@ -43,15 +43,15 @@ class EngineOptions:
     progress: bool = True
 
     def resolved_engine(self) -> str:
-        if self.engine == "auto":
+        if self.engine == "auto" and not self.address:
             return "ray" if ray_available() else "sequential"
-        if self.engine == "ray" and not ray_available():
-            raise SweepError('--engine ray: ray is not installed here: pip install -e ".[sweep]" (or --engine sequential)')
-        if self.engine not in ("ray", "sequential"):
+        if self.engine in ("auto", "ray") and not ray_available():
+            raise SweepError('ray is not installed here: pip install -e ".[sweep]" (or --engine sequential)')
+        if self.engine not in ("auto", "ray", "sequential"):
             raise SweepError(f"unknown engine {self.engine!r}: choose auto, ray or sequential")
         if self.address and self.engine == "sequential":
             raise SweepError("--address needs the ray engine")
-        return self.engine
+        return "ray" if self.engine == "auto" else self.engine
 
 
 def init_ray(options: EngineOptions) -> None:
@@ -80,6 +80,8 @@ class Progress:
 
     def __call__(self, name: str, state: str, detail: str = "", **extra: Any) -> None:
         record = self.states.setdefault(name, {})
+        if record.get("state") in TERMINAL and state not in TERMINAL:
+            return  # a late message from a trial that has already ended
         record.update(state=state, detail=detail, **extra)
         done = sum(r["state"] in TERMINAL for r in self.states.values())
         stamp = time.strftime("%H:%M:%S")
@@ -138,9 +140,7 @@ def _write_state(path: Path, spec: Spec, trials: list[Trial], progress: Progress
         "updated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "trials": current + [r for n, r in previous.items() if n not in names],
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=1) + "\n")
 
 
 def run_sweep(spec: Spec, sweep_dir: str | Path, options: EngineOptions, cwd: str | None = None) -> SweepResult:
@@ -210,35 +210,58 @@ def _block_dependents(todo: list[Trial], progress: Progress, result: SweepResult
 
 def _run_sequential(todo: list[Trial], launch: LaunchOptions, progress: Progress, result: SweepResult) -> None:
     for trial in todo:  # already ordered: references first
-        if _ready(trial, result.outcomes) is None:
-            _block_dependents([trial], progress, result)
-            continue
-        _settle(run_trial(trial, launch, progress), progress, result)
+        if _block_dependents([trial], progress, result):
+            _settle(run_trial(trial, launch, progress), progress, result)
+
+
+class _Events:
+    """A Ray actor holding the trials' state changes until the driver prints them."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, str]] = []
+
+    def put(self, item: tuple[str, str, str]) -> None:
+        self.items.append(item)
+
+    def drain(self) -> list[tuple[str, str, str]]:
+        items, self.items = self.items, []
+        return items
+
+
+@dataclass(frozen=True)
+class _EventSink:
+    """Fire and forget: a task blocked in ``ray.get`` lends its CPU to another task, which would
+    run more trials at once than the machine has cores."""
+
+    actor: Any
+
+    def put(self, item: tuple[str, str, str]) -> None:
+        self.actor.put.remote(item)
 
 
 def _run_ray(todo: list[Trial], launch: LaunchOptions, options: EngineOptions, progress: Progress,
              result: SweepResult) -> None:
     import ray
-    from ray.util.queue import Queue
 
     if not ray.is_initialized():
         init_ray(options)
-    events = Queue(actor_options={"num_cpus": 0})
+    events = ray.remote(num_cpus=0)(_Events).remote()
+    sink = _EventSink(events)
     remote = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial,
                         max_retries=options.retries)(run_trial)
     running: dict[Any, Trial] = {}
     waiting = list(todo)
 
     def drain() -> None:
-        while not events.empty():
-            progress.put(events.get_nowait())
+        for item in ray.get(events.drain.remote()):
+            progress.put(item)
 
     try:
         while waiting or running:
             waiting = _block_dependents(waiting, progress, result)
             for trial in [t for t in waiting if _ready(t, result.outcomes)]:
                 waiting.remove(trial)
-                running[remote.remote(trial, launch, events)] = trial
+                running[remote.remote(trial, launch, sink)] = trial
                 progress(trial.name, "queued")
             if not running:
                 continue
@@ -256,10 +279,3 @@ def _run_ray(todo: list[Trial], launch: LaunchOptions, options: EngineOptions, p
         for ref in running:
             ray.cancel(ref, force=True)
         drain()
-
-
-def exit_code(result: SweepResult) -> int:
-    return 0 if result.ok else 1
-
-
-__all__ = ["EngineOptions", "SweepResult", "run_sweep", "ray_available", "init_ray", "exit_code", "EXIT_USAGE"]

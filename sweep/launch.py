@@ -68,6 +68,14 @@ def is_finished(trial: Trial) -> bool:
     return results is not None and TRAINERS[trial.trainer].finished(results)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Readers (a dashboard, a re-run) never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def log_path(sweep_dir: str | Path, name: str) -> Path:
     return Path(sweep_dir) / "logs" / f"{name}.log"
 

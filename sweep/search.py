@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.engine import EngineOptions, Progress, init_ray, run_sweep
-from sweep.launch import LaunchOptions, read_results, run_trial
+from sweep.launch import LaunchOptions, read_results, run_trial, write_text_atomic
 from sweep.spec import Spec, SweepError, Trial
 
 OBJECTIVES = ("average_accuracy", "accumulated_normalized_return", "stability_at_plasticity")
@@ -208,7 +208,7 @@ def run_search(spec: Spec, sweep_dir: str | Path, options: SearchOptions, engine
     text = format_search(rows, options)
     payload = {"objective": options.objective, "min_plasticity": options.min_plasticity, "algorithm": options.algorithm,
                "method": options.method, "seeds": spec.seeds, "rows": rows, "best": rows[0]["config"] if rows else None}
-    (sweep_dir / "search.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    write_text_atomic(sweep_dir / "search.json", json.dumps(payload, indent=1, default=str) + "\n")
     return rows, text
 
 
