@@ -61,8 +61,16 @@ def init_ray(options: EngineOptions) -> None:
     from sweep.launch import ROOT
 
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False,
-             configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    for attempt in (1, 2):  # a local raylet gets 30 s to start: not always enough on a loaded machine
+        try:
+            ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+            return
+        except Exception as exc:  # noqa: BLE001 - ray raises plain Exception here
+            ray.shutdown()
+            if attempt == 2 or options.address:
+                where = options.address or "a local instance"
+                raise RuntimeError(f"could not start Ray ({where}): {str(exc).splitlines()[0]}") from None
 
 
 class Progress:

@@ -35,7 +35,12 @@ def _sweep(argv: list[str], env: dict[str, str], timeout: float = 300) -> tuple[
     """Run the sweep CLI; (process, stdout, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "sweep", *argv], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     return proc, out, err
 
 
