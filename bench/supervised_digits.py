@@ -1,30 +1,35 @@
-"""Every method on ``split_digits`` over several seeds, side by side.
+"""Every method on ``split_digits`` over several seeds, side by side, run as one sweep.
 
-Runs the real trainer (``supervised.train``) in-process on the embedded scikit-learn digits
-(5 tasks of 2 digits, task order and digit pairs shuffled by seed; the preset schedule and
-hyperparameters of ``supervised.presets``), so it needs no data directory. Prints, per method,
-the mean and standard deviation over seeds of the final average accuracy, max-based
-forgetting, BWT, plasticity (against fine-tuning on the same seed), stability, the stored
-regularization floats and the wall time, and writes the same table as JSON.
+Runs the real trainer (``python -m supervised.train``) once per (method, seed) through
+``sweep`` (Ray when installed, with one CPU per run; else one run after the other) on the
+embedded scikit-learn digits (5 tasks of 2 digits, task order and digit pairs shuffled by seed;
+the preset schedule and hyperparameters of ``supervised.presets``), so it needs no data
+directory. Prints, per method, the mean and standard deviation over seeds of the final average
+accuracy, max-based forgetting, BWT, plasticity (against fine-tuning on the same seed),
+stability, the stored regularization floats and the training time per run, and writes the same
+table as JSON.
 
-Run: ``python bench/supervised_digits.py [--seeds 0 1 2] [--methods ...] [--out bench/results]``.
+Run: ``python bench/supervised_digits.py [--seeds 0 1 2] [--methods ...] [--engine sequential] [--out bench/results]``.
 Wall times are for comparison inside one run only (shared machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from supervised.train import Config, UsageError, atomic_write_json, train
+from supervised.train import atomic_write_json
+from sweep.engine import EngineOptions, run_sweep
+from sweep.launch import read_results
+from sweep.spec import Spec, SweepError
 
 DEFAULT_METHODS = ("finetune", "ewc", "online_ewc", "mas", "si", "rwalk", "hat", "agscl")
 
@@ -36,25 +41,24 @@ def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
     return statistics.fmean(vals), statistics.pstdev(vals) if len(vals) > 1 else 0.0
 
 
-def run_all(methods: list[str], seeds: list[int], runs_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Train every (method, seed); fine-tuning first so plasticity has its reference."""
-    order = sorted(methods, key=lambda m: m != "finetune")
+def run_all(methods: list[str], seeds: list[int], runs_dir: Path, flags: list[str], engine: EngineOptions) -> dict[str, Any]:
+    """Train every (method, seed) as one sweep (fine-tuning first: plasticity's reference)."""
+    spec = Spec("supervised", list(methods), list(seeds), flags=["--benchmark", "split_digits", "--no-progress",
+                                                                 "--no-tensorboard", *flags])
+    spec.check()
+    with contextlib.redirect_stdout(sys.stderr):  # the sweep's progress lines; stdout is the table
+        result = run_sweep(spec, runs_dir, engine)
+    if not result.ok:
+        failed = [n for n, o in result.outcomes.items() if o.state not in ("finished", "skipped")]
+        raise RuntimeError(f"runs failed: {', '.join(failed)} (logs in {runs_dir / 'logs'})")
     rows: dict[str, dict[str, list[Any]]] = {}
-    for method in order:
-        for seed in seeds:
-            config = Config(benchmark="split_digits", method=method, seed=seed, runs_dir=str(runs_dir),
-                            overwrite=True, progress=False, tensorboard=False, **overrides)
-            start = time.perf_counter()
-            result = train(config)
-            seconds = time.perf_counter() - start
-            row = rows.setdefault(method, {k: [] for k in ("acc", "forgetting", "bwt", "plasticity", "stability", "stored_floats", "seconds")})
-            row["acc"].append(result["average_accuracy"][-1])
-            for key in ("forgetting", "bwt", "plasticity", "stability", "stored_floats"):
-                row[key].append(result[key])
-            row["seconds"].append(seconds)
-            print(f"  {method:10s} seed {seed}: acc {result['average_accuracy'][-1]:.4f} "
-                  f"forgetting {result['forgetting']:.4f} ({seconds:.1f} s)", file=sys.stderr, flush=True)
-    return rows
+    for trial in result.trials:
+        res = read_results(trial.run_dir) or {}
+        row = rows.setdefault(trial.method, {k: [] for k in ("acc", "forgetting", "bwt", "plasticity", "stability", "stored_floats", "seconds")})
+        row["acc"].append(res["average_accuracy"][-1])
+        for key in ("forgetting", "bwt", "plasticity", "stability", "stored_floats", "seconds"):
+            row[key].append(res[key])
+    return {m: rows[m] for m in methods if m in rows}
 
 
 def table(rows: dict[str, dict[str, list[Any]]]) -> str:
@@ -80,25 +84,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     parser.add_argument("--epochs", type=int, default=None, help="override the preset epochs per task")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this tiny net)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (1 is fastest for this tiny net)")
+    parser.add_argument("--engine", default="auto", choices=("auto", "ray", "sequential"), help="auto: ray when installed")
     parser.add_argument("--out", default="bench/results", help="folder for supervised_digits.json")
-    parser.add_argument("--runs-dir", default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--runs-dir", default=None, help="keep the runs here, a sweep directory (default: a temporary folder)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    overrides: dict[str, Any] = {"threads": args.threads}
+    flags = ["--threads", str(args.threads)]
     if args.epochs is not None:
-        overrides["epochs"] = args.epochs
+        flags += ["--epochs", str(args.epochs)]
+    engine = EngineOptions(args.engine, cpus_per_trial=args.threads, retries=0, progress=False)
     with tempfile.TemporaryDirectory(prefix="bench_digits_") as tmp:
         runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tmp)
         try:
-            rows = run_all(args.methods, args.seeds, runs_dir, overrides)
-        except UsageError as exc:
+            rows = run_all(args.methods, args.seeds, runs_dir, flags, engine)
+        except SweepError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     text = table(rows)
     print(f"split_digits, seeds {args.seeds}, torch {torch.__version__}, {os.cpu_count()} CPUs")
     print(text)
-    payload = {"benchmark": "split_digits", "seeds": args.seeds, "overrides": overrides, "methods": rows, "table": text}
+    payload = {"benchmark": "split_digits", "seeds": args.seeds, "flags": flags, "methods": rows, "table": text}
     out = Path(args.out) / "supervised_digits.json"
     atomic_write_json(out, payload)
     print(f"saved {out}")

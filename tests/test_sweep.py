@@ -1,0 +1,259 @@
+"""The sweep end to end on split_digits: through Ray, killed and re-run, without Ray, bad input;
+the RL table's bootstrap intervals on hand-made results."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweep.aggregate import aggregate_rl, format_rl_table, rl_run_metrics
+from sweep.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ["--benchmark", "split_digits", "--epochs", "1", "--no-progress", "--no-tensorboard"]
+GRID_2X2 = ["--trainer", "supervised", "--methods", "finetune", "agscl", "--seeds", "0", "1", "--no-progress"]
+
+ray = pytest.importorskip("ray", reason='the sweep extra is not installed (pip install -e ".[sweep]")')
+
+
+def _env(extra_path: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (extra_path, ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _sweep(argv: list[str], env: dict[str, str], timeout: float = 300) -> tuple[subprocess.Popen, str, str]:
+    """Run the sweep CLI; (process, stdout, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "sweep", *argv], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc, out, err
+
+
+def _results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def _launcher_pids(sweep_dir: Path) -> set[int]:
+    pids = set()
+    for log in (sweep_dir / "logs").glob("*.log"):
+        pids |= {int(p) for p in re.findall(r"^=== attempt \d+ .* launcher [^:]+:(\d+):", log.read_text(), re.M)}
+    return pids
+
+
+@pytest.fixture(scope="module")
+def ray_sweep(tmp_path_factory):
+    """finetune and agscl x seeds 0 and 1, one epoch per task, through a local Ray instance."""
+    sweep_dir = tmp_path_factory.mktemp("sweeps") / "ray"
+    return (sweep_dir, *_sweep(["--engine", "ray", *GRID_2X2, "--dir", str(sweep_dir), "--", *DIGITS], _env()))
+
+
+NAMES = {"finetune_seed0", "finetune_seed1", "agscl_seed0", "agscl_seed1"}
+
+
+def test_ray_sweep_2x2_on_split_digits(ray_sweep):
+    sweep_dir, proc, out, err = ray_sweep
+    assert proc.returncode == 0, err[-2000:]
+    assert "engine ray" in out
+    for name in NAMES:
+        results = _results(sweep_dir / name)
+        assert results["finished"] and results["tasks_done"] == 5
+        assert results["config"]["method"] == name.split("_")[0] and results["config"]["seed"] == int(name[-1])
+        assert results["schedule"]["epochs"] == 1
+        assert re.search(rf"\] {name}: running \(attempt 1, fresh\)", out)
+        assert re.search(rf"\] {name}: finished \(", out)
+    # measured against the fine-tuning run of its own seed
+    for seed in (0, 1):
+        agscl = _results(sweep_dir / f"agscl_seed{seed}")
+        assert Path(agscl["reference"]) == sweep_dir / f"finetune_seed{seed}" / "results.json"
+        assert agscl["plasticity"] is not None
+    # the trials ran in Ray workers, not in the sweep's own process
+    pids = _launcher_pids(sweep_dir)
+    assert pids and proc.pid not in pids
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    assert state["engine"] == "ray" and {t["name"]: t["state"] for t in state["trials"]} == dict.fromkeys(NAMES, "finished")
+    summary = (sweep_dir / "report" / "summary.txt").read_text()
+    assert re.search(r"split_digits\s+agscl\s+2\s+5", summary) and re.search(r"split_digits\s+finetune\s+2\s+5", summary)
+    assert summary.strip() in out
+    assert (sweep_dir / "report" / "average_accuracy.png").stat().st_size > 0
+
+
+def test_sequential_fallback_without_ray_writes_the_same_output(ray_sweep, tmp_path):
+    ray_dir = ray_sweep[0]
+    fake = tmp_path / "no_ray"
+    (fake / "ray").mkdir(parents=True)
+    (fake / "ray" / "__init__.py").write_text("raise ImportError('simulated: ray is not installed')\n")
+    sweep_dir = tmp_path / "sequential"
+    grid = [*GRID_2X2[:GRID_2X2.index("--seeds")], "--seeds", "1", "--no-progress"]  # seed 1 of the same grid
+    proc, out, err = _sweep([*grid, "--dir", str(sweep_dir), "--", *DIGITS], _env(fake))
+    assert proc.returncode == 0, err[-2000:]
+    assert "engine sequential" in out
+    assert _launcher_pids(sweep_dir) == {proc.pid}  # every trial launched by the sweep process itself
+    names = ["finetune_seed1", "agscl_seed1"]
+    assert sorted(p.name for p in sweep_dir.iterdir() if (p / "results.json").is_file()) == sorted(names)
+    for name in names:
+        ours, theirs = _results(sweep_dir / name), _results(ray_dir / name)
+        assert ours["accuracy"] == theirs["accuracy"]  # same runs, bit for bit
+        assert ours["plasticity"] == theirs["plasticity"] is not None
+        assert re.search(rf"\] {name}: finished \(", out)
+    summary = (sweep_dir / "report" / "summary.txt").read_text()
+    assert re.search(r"split_digits\s+agscl\s+1\s+5", summary) and summary.strip() in out
+    ours = {t["name"]: t for t in json.loads((sweep_dir / "sweep.json").read_text())["trials"]}
+    theirs = {t["name"]: t for t in json.loads((ray_dir / "sweep.json").read_text())["trials"]}
+    for name in names:
+        assert (ours[name]["flags"], ours[name]["state"]) == (theirs[name]["flags"], theirs[name]["state"])
+
+
+def test_search_through_tune_ranks_configurations_by_the_stated_objective(ray_sweep):
+    sweep_dir = ray_sweep[0]  # its finished fine-tuning run of seed 0 is the reference: skipped, not re-run
+    stamp = (sweep_dir / "finetune_seed0" / "results.json").stat().st_mtime_ns
+    proc, out, err = _sweep(["--trainer", "supervised", "--methods", "agscl", "--seeds", "0", "--search", "grid",
+                   "--grid", "agscl.mu=0.5,5", "--objective", "stability_at_plasticity", "--min-plasticity", "0.97",
+                   "--dir", str(sweep_dir), "--no-progress", "--", *DIGITS], _env())
+    assert proc.returncode == 0, err[-2000:]
+    assert "finetune_seed0: skipped (finished earlier)" in out
+    assert (sweep_dir / "finetune_seed0" / "results.json").stat().st_mtime_ns == stamp
+    assert re.search(r"\] mu=0.5: finished \(objective", out) and re.search(r"\] mu=5: finished \(objective", out)
+    search = json.loads((sweep_dir / "search.json").read_text())
+    rows = search["rows"]
+    assert sorted(r["config"]["mu"] for r in rows) == [0.5, 5]
+    for row in rows:  # the objective is recomputed here from the run's own results file
+        results = _results(sweep_dir / f"agscl_mu{row['config']['mu']:g}_seed0")
+        assert results["hparams"]["mu"] == row["config"]["mu"]
+        p, s = results["plasticity"], results["stability"]
+        assert row["objective"] == pytest.approx(s if p >= 0.97 else p - 1)
+    assert [r["objective"] for r in rows] == sorted((r["objective"] for r in rows), reverse=True)
+    assert search["best"] == rows[0]["config"]
+    assert proc.pid not in _launcher_pids(sweep_dir)  # the configurations ran in Tune's workers
+
+
+def _trainer_processes(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmdline and "sweep._child" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_killed_sweep_skips_finished_trials_and_resumes_the_interrupted_one(tmp_path):
+    sweep_dir = tmp_path / "killed"
+    # AGS-CL's tasks take seconds, longer than a killed Ray worker takes to die (and its trainer with it)
+    argv = ["--engine", "ray", "--trainer", "supervised", "--methods", "finetune", "agscl", "--seeds", "0",
+            "--grid", "finetune.epochs=1", "--grid", "agscl.epochs=60", "--dir", str(sweep_dir), "--no-progress",
+            "--no-report", "--", "--benchmark", "split_digits", "--num-tasks", "3", "--no-progress", "--no-tensorboard"]
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "sweep", *argv], env=_env(), cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    finetune, agscl = sweep_dir / "finetune_epochs1_seed0", sweep_dir / "agscl_epochs60_seed0"
+    deadline = time.monotonic() + 240
+    try:
+        while True:  # kill once fine-tuning is done and AGS-CL has finished its first task only
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-2000:]
+            partial = (agscl / "results.json").is_file() and _results(agscl)
+            if partial and partial["tasks_done"] >= 1 and (agscl / "checkpoint.pt").is_file():
+                break
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not partial["finished"] and partial["tasks_done"] < 3
+    assert _results(finetune)["finished"]
+    # the trainer of the killed sweep dies with it (no orphan keeps writing)
+    deadline = time.monotonic() + 30
+    while _trainer_processes(str(sweep_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _trainer_processes(str(sweep_dir))
+    finetune_stamp = (finetune / "results.json").stat().st_mtime_ns
+    first_task = partial["per_task"][0]
+
+    proc, out, err = _sweep(argv, _env())
+    assert proc.returncode == 0, err[-2000:]
+    assert re.search(r"\] finetune_epochs1_seed0: skipped \(finished earlier\)", out)
+    assert re.search(r"\] agscl_epochs60_seed0: running \(attempt 1, resumed from its checkpoint\)", out)
+    assert (finetune / "results.json").stat().st_mtime_ns == finetune_stamp  # not run again
+    final = _results(agscl)
+    assert final["finished"] and final["tasks_done"] == 3
+    assert final["config"]["resume"] is True  # the trainer continued its checkpoint
+    assert final["per_task"][0] == first_task  # including the wall time of the task done before the kill
+    headers = re.findall(r"^=== attempt .*$", (sweep_dir / "logs" / "agscl_epochs60_seed0.log").read_text(), re.M)
+    assert len(headers) == 2 and "--resume" not in headers[0] and headers[1].endswith("--resume")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--trainer", "chess", "--methods", "agscl"], "invalid choice: 'chess'"),
+    (["--trainer", "supervised", "--methods", "agscl", "nope"], "unknown supervised method 'nope'"),
+    (["--trainer", "supervised", "--methods", "agscl", "--grid", "mu"], "expected KEY=V1,V2"),
+    (["--trainer", "supervised", "--methods", "agscl", "--", "--seed", "3"], "--seed is set by the sweep itself"),
+    (["--trainer", "supervised", "--methods", "agscl", "--seeds", "1", "1"], "must be distinct"),
+    (["--trainer", "supervised", "--methods", "agscl", "--engine", "warp"], "invalid choice: 'warp'"),
+    (["--config", "/nonexistent/sweep.toml"], "cannot read"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_path):
+    assert main(["--dir", str(tmp_path / "s"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sweep: error: ") and message in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_bad_trainer_flag_stops_the_sweep_with_the_trainers_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('trainer = "supervised"\nmethods = ["finetune", "agscl"]\nflags = {benchmark = "split_digits", epochs = 0}\n')
+    proc, out, err = _sweep(["--config", str(bad), "--engine", "sequential", "--no-progress", "--dir", str(tmp_path / "s")], _env())
+    assert proc.returncode == 2
+    assert err.count("\n") == 1 and "trial finetune_seed0: error: epochs=0 must be >= 1" in err
+    assert "agscl_seed0" not in out  # nothing ran after the bad input
+
+
+def _rl_results(path: Path, method: str, seed: int, scores: list[list[float | None]], reference: Path | None) -> Path:
+    games = ["A", "B"]
+    timeline = [{"scores": {g: {"mean": row[j]} for j, g in enumerate(games) if row[j] is not None}} for row in scores]
+    data = {"games": games, "score_matrix": scores, "timeline": timeline,
+            "config": {"method": method, "seed": seed, "run_name": path.name},
+            "reference": None if reference is None else {"run": str(reference), "max_return": {"A": 10.0, "B": 20.0}},
+            "progress": {"status": "finished"}}
+    path.mkdir()
+    (path / "results.json").write_text(json.dumps(data))
+    return path
+
+
+def test_rl_table_metrics_and_bootstrap_intervals(tmp_path):
+    ft = _rl_results(tmp_path / "ft", "finetune", 0, [[10.0, None], [4.0, 20.0]], None)
+    runs = [_rl_results(tmp_path / f"ags{s}", "agscl", s, [[8.0, None], [8.0 - s, 10.0]], ft) for s in range(4)]
+    m = rl_run_metrics(json.loads((runs[1] / "results.json").read_text()))
+    assert m["accumulated_normalized_return"] == pytest.approx(7 / 10 + 10 / 20)
+    assert m["average_return"] == pytest.approx((7 + 10) / 2)
+    assert m["plasticity"] == pytest.approx((8 / 10 + 10 / 20) / 2)  # against fine-tuning's diagonal
+    assert m["stability"] == pytest.approx((7 / 8 + 1) / 2)
+    assert m["forgetting"] == pytest.approx(8 / 10 - 7 / 10)
+    assert rl_run_metrics(json.loads((ft / "results.json").read_text()))["accumulated_normalized_return"] == pytest.approx(0.4 + 1)
+
+    rows = {r["label"]: r for r in aggregate_rl({"agscl": runs, "finetune": [ft]})}
+    mean, low, high = rows["agscl"]["accumulated_normalized_return"]
+    values = np.array([(8 - s) / 10 + 0.5 for s in range(4)])
+    assert mean == pytest.approx(values.mean())
+    assert values.min() <= low < mean < high <= values.max()  # a real interval inside the data's range
+    assert rows["agscl"]["plasticity"] == (0.65, 0.65, 0.65)  # same for every seed: zero width
+    assert rows["agscl"]["seeds"] == [0, 1, 2, 3]
+    assert np.isnan(rows["finetune"]["stability"][1])  # one seed: no interval
+    table = format_rl_table(list(rows.values()))
+    assert f"{mean:.3f} [{low:.3f}, {high:.3f}]" in table and "| finetune | 1 | 2 |" in table
