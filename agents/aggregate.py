@@ -38,12 +38,13 @@ class RunRecord:
     """One finished run and the metrics derived from it."""
 
     path: str
-    label: str  # method label of the grid (e.g. "agscl" or an ablation name)
+    label: str  # label in the grid (e.g. "agscl" or an ablation name)
     seed: int
     games: list[str]
     matrix: np.ndarray  # score matrix (games x games)
     random: np.ndarray  # random-policy score per game
     steps_per_game: int = 0
+    method: str = ""  # the agent's --method (fine-tuning runs are the reference, whatever their label)
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     accumulated: np.ndarray = field(default_factory=lambda: np.zeros(0))  # over the timeline
     values: dict[str, float] = field(default_factory=dict)
@@ -61,7 +62,8 @@ def read_run(path: str, label: str | None = None) -> RunRecord:
         raise ValueError(f"{path} has no random-policy scores (results format < 2): re-run it")
     config = results["config"]
     return RunRecord(path, label or str(config.get("method")), int(config.get("seed", 0)), games,
-                     score_matrix(results), np.array([random[g] for g in games]), int(results["steps_per_game"]))
+                     score_matrix(results), np.array([random[g] for g in games]), int(results["steps_per_game"]),
+                     str(config.get("method")))
 
 
 @dataclass
@@ -246,6 +248,6 @@ def aggregate(run_dirs: Sequence[str], labels: Sequence[str] | None = None) -> t
     other = [r.path for r in runs if r.games != games]
     if other:
         raise ValueError(f"runs over other games than {games}: {', '.join(other)}")
-    ref = reference_from([r for r in runs if r.label == "finetune"])
+    ref = reference_from([r for r in runs if r.method == "finetune"])
     runs = [compute(r, ref) for r in runs]
     return runs, summarize(runs)

@@ -1,17 +1,10 @@
-"""Tables from finished runs: RL results with bootstrap confidence intervals over seeds, and
-the supervised report.
+"""Tables from finished runs: RL results with bootstrap intervals over seeds, and the supervised report.
 
-Reusable outside the sweep (a benchmark script that has its own run directories)::
-
-    from sweep.aggregate import aggregate_rl, format_rl_table, group_rl_runs
-    rows = aggregate_rl(group_rl_runs(["runs/a", "runs/b", ...]))
-    print(format_rl_table(rows))
-
-Per RL run, from its ``results.json`` alone: the mean final return over games, the
-accumulated normalized return (paper Figure 7a: final scores over the fine-tuning reference's
-best per game; a fine-tuning run is its own reference), plasticity P against the reference
-run's diagonal, stability S and max-based forgetting on normalized scores (``agscl.metrics``).
-Over seeds: the mean and a 95% percentile-bootstrap interval (``scipy.stats.bootstrap``).
+The RL numbers are those of :mod:`agents.aggregate` (the MinAtar benchmark's): scores shifted by
+each game's random-policy score, the grid's fine-tuning runs as the reference, 95% percentile
+bootstrap intervals from ``scipy.stats.bootstrap``. :func:`rl_run_metrics` gives one run's
+numbers from its ``results.json`` alone (its own ``--reference-run``), which is what a search
+ranks configurations by.
 """
 
 from __future__ import annotations
@@ -22,72 +15,42 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from agents.results import games_done, load_results, reference_maxima, score_matrix
-from agscl import metrics as M
+from agents import aggregate as grid
+from agents.results import continual_metrics, games_done, load_results, score_matrix
 from sweep.launch import write_text_atomic
 
 RL_METRICS = ("accumulated_normalized_return", "average_return", "plasticity", "stability", "forgetting")
 #: Config fields that name or place a run rather than define it (ignored when grouping seeds).
 RUN_FIELDS = ("seed", "run_name", "runs_dir", "resume", "reference_run", "exp_name", "label", "overwrite", "progress",
-              "tensorboard", "threads", "device", "data_dir", "cuda")
+              "tensorboard", "threads", "device", "data_dir", "cuda", "torch_threads")
 
 
-def mean_ci(values: Sequence[float | None], confidence: float = 0.95, n_resamples: int = 9999,
-            seed: int = 0) -> tuple[float, float, float] | None:
-    """(mean, low, high) over the finite values; the interval is a percentile bootstrap of the
-    mean, NaN with fewer than two values. None without values."""
-    from scipy.stats import bootstrap
-
-    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if v.size == 0:
+def mean_ci(values: Sequence[float | None], seed: int = 0) -> tuple[float, float, float] | None:
+    """(mean, low, high) over the finite values (:func:`agents.aggregate.interval`); NaN bounds
+    with a single value, None without values."""
+    finite = [float(x) for x in values if x is not None and math.isfinite(x)]
+    if not finite:
         return None
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, math.nan, math.nan
-    if np.ptp(v) == 0:  # every resample has this mean
-        return mean, mean, mean
-    res = bootstrap((v,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-                    rng=np.random.default_rng(seed))
-    return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if len(finite) == 1:
+        return finite[0], math.nan, math.nan
+    return grid.interval(finite, seed=seed)
 
 
 def rl_run_metrics(results: dict[str, Any]) -> dict[str, float | None]:
-    """The table's metrics for one RL run over the games it finished."""
+    """One RL run's numbers from its own results.json: accumulated normalized return at its last
+    evaluation (needs its ``--reference-run``), mean final return, and the random-shifted mean P
+    (needs the reference; a fine-tuning run is 1 by definition), S and normalized forgetting."""
     n = games_done(results)
     out: dict[str, float | None] = {k: None for k in RL_METRICS}
     if n == 0:
         return out
-    a = score_matrix(results)[:n, :n]
-    games = list(results["games"])[:n]
-    out["average_return"] = float(a[-1].mean())
-    out["stability"] = M.stability(a)
-    reference = results.get("reference")
-    method = results["config"].get("method")
-    if method == "finetune":
-        out["plasticity"] = 1.0
-    if reference is not None:
-        ref_max = reference["max_return"]
-    elif method == "finetune":
-        try:  # its own best scores, when they can normalize
-            ref_max = reference_maxima(results, games, "itself")
-        except ValueError:
-            return out
-    else:
-        return out
-    scale = np.array([ref_max[g] for g in games], dtype=np.float64)
-    normalized = a / scale[None, :]
-    out["accumulated_normalized_return"] = float(normalized[-1].sum())
-    out["forgetting"] = M.forgetting(normalized)
-    if method != "finetune" and reference is not None and reference.get("run"):
-        try:
-            ref = score_matrix(load_results(str(reference["run"])))
-        except ValueError:
-            return out
-        diag = np.diag(ref)[:n]
-        if diag.shape[0] == n and np.isfinite(diag).all():
-            out["plasticity"] = M.plasticity(a, diag)
+    metrics = continual_metrics(results)
+    timeline = results["timeline"]
+    out["accumulated_normalized_return"] = timeline[-1].get("accumulated_normalized") if timeline else None
+    out["average_return"] = float(score_matrix(results)[n - 1, :n].mean())
+    out["plasticity"] = 1.0 if results["config"].get("method") == "finetune" else metrics.get("P_mean")
+    out["stability"] = metrics.get("S_mean")
+    out["forgetting"] = metrics.get("forgetting_mean_normalized")
     return out
 
 
@@ -135,17 +98,21 @@ def format_rl_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def report_rl(groups: Mapping[str, Sequence[str | Path]], out: Path, reference: str | None = None) -> str:
-    """Table (text + JSON) and, given a fine-tuning reference with positive best scores, Figure 7 of
-    the first run of each group."""
-    rows = aggregate_rl(groups)
-    text = format_rl_table(rows)
+    """The grid's table, JSON and Figure 7 with bands (:mod:`agents.aggregate`), the grid's
+    fine-tuning runs as the reference. When that is impossible (no fine-tuning run, or one that
+    never beat the random policy), the per-run table of :func:`aggregate_rl` with the reason."""
+    dirs = [str(d) for ds in groups.values() for d in ds]
+    labels = [label for label, ds in groups.items() for _ in ds]
+    try:
+        runs, summary = grid.aggregate(dirs, labels)
+    except ValueError as exc:
+        text = f"no normalized table ({exc}); per-run numbers:\n\n" + format_rl_table(aggregate_rl(groups))
+        write_text_atomic(out / "summary.txt", text + "\n")
+        return text
+    text = grid.markdown(summary)
     write_text_atomic(out / "summary.txt", text + "\n")
-    write_text_atomic(out / "summary.json", json.dumps(rows, indent=1, default=lambda v: None) + "\n")
-    if reference is not None and rl_run_metrics(load_results(reference))["accumulated_normalized_return"] is not None:
-        from agents.plot_continual import main as plot
-
-        firsts = [str(dirs[0]) for dirs in groups.values() if dirs]
-        plot([*firsts, "--reference", reference, "--labels", *groups.keys(), "--out", str(out / "continual_plot.png")])
+    write_text_atomic(out / "summary.json", json.dumps(grid.jsonable(summary), indent=1, allow_nan=False) + "\n")
+    grid.draw(runs, summary, str(out / "continual_plot.png"))
     return text
 
 

@@ -69,11 +69,12 @@ def is_finished(trial: Trial) -> bool:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Readers (a dashboard, a re-run) never see a half-written file."""
+    """Readers (a dashboard, a re-run) never see a half-written file (:func:`agents.results.write_atomic`)."""
+    from agents.results import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    data = text.encode()
+    write_atomic(str(path), lambda f: f.write(data))
 
 
 def log_path(sweep_dir: str | Path, name: str) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep.aggregate import aggregate_rl, format_rl_table, rl_run_metrics
+from sweep.aggregate import aggregate_rl, format_rl_table, report_rl, rl_run_metrics
 from sweep.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,13 +224,26 @@ def test_bad_trainer_flag_stops_the_sweep_with_the_trainers_line(tmp_path):
     assert "agscl_seed0" not in out  # nothing ran after the bad input
 
 
+RANDOM = {"A": 2.0, "B": 4.0}
+
+
 def _rl_results(path: Path, method: str, seed: int, scores: list[list[float | None]], reference: Path | None) -> Path:
+    """A finished two-game run as the agent writes it (format 2, random-policy scores), with a
+    fine-tuning reference of best and right-after-learning scores A 10, B 20."""
     games = ["A", "B"]
-    timeline = [{"scores": {g: {"mean": row[j]} for j, g in enumerate(games) if row[j] is not None}} for row in scores]
-    data = {"games": games, "score_matrix": scores, "timeline": timeline,
-            "config": {"method": method, "seed": seed, "run_name": path.name},
-            "reference": None if reference is None else {"run": str(reference), "max_return": {"A": 10.0, "B": 20.0}},
-            "progress": {"status": "finished"}}
+    ref = None if reference is None else {"run": str(reference), "max_return": {"A": 10.0, "B": 20.0},
+                                          "diag_return": {"A": 10.0, "B": 20.0}, "random_return": RANDOM}
+    timeline = []
+    for i, row in enumerate(scores):
+        entry = {"global_step": 100 * (i + 1), "game": i, "boundary": True,
+                 "scores": {g: {"mean": row[j]} for j, g in enumerate(games) if row[j] is not None}}
+        if ref is not None:
+            entry["accumulated_normalized"] = sum((row[j] - RANDOM[g]) / (ref["max_return"][g] - RANDOM[g])
+                                                  for j, g in enumerate(games) if row[j] is not None)
+        timeline.append(entry)
+    data = {"format": 2, "games": games, "score_matrix": scores, "timeline": timeline, "steps_per_game": 100,
+            "config": {"method": method, "seed": seed, "run_name": path.name}, "reference": ref,
+            "random": {g: {"mean": r} for g, r in RANDOM.items()}, "progress": {"status": "finished"}}
     path.mkdir()
     (path / "results.json").write_text(json.dumps(data))
     return path
@@ -240,20 +253,26 @@ def test_rl_table_metrics_and_bootstrap_intervals(tmp_path):
     ft = _rl_results(tmp_path / "ft", "finetune", 0, [[10.0, None], [4.0, 20.0]], None)
     runs = [_rl_results(tmp_path / f"ags{s}", "agscl", s, [[8.0, None], [8.0 - s, 10.0]], ft) for s in range(4)]
     m = rl_run_metrics(json.loads((runs[1] / "results.json").read_text()))
-    assert m["accumulated_normalized_return"] == pytest.approx(7 / 10 + 10 / 20)
+    # every number on scores shifted by the random policy (A 2, B 4)
+    assert m["accumulated_normalized_return"] == pytest.approx((7 - 2) / (10 - 2) + (10 - 4) / (20 - 4))
     assert m["average_return"] == pytest.approx((7 + 10) / 2)
-    assert m["plasticity"] == pytest.approx((8 / 10 + 10 / 20) / 2)  # against fine-tuning's diagonal
-    assert m["stability"] == pytest.approx((7 / 8 + 1) / 2)
-    assert m["forgetting"] == pytest.approx(8 / 10 - 7 / 10)
-    assert rl_run_metrics(json.loads((ft / "results.json").read_text()))["accumulated_normalized_return"] == pytest.approx(0.4 + 1)
+    assert m["plasticity"] == pytest.approx(((8 - 2) / (10 - 2) + (10 - 4) / (20 - 4)) / 2)  # against fine-tuning's diagonal
+    assert m["stability"] == pytest.approx(((7 - 2) / (8 - 2) + 1) / 2)
+    assert m["forgetting"] == pytest.approx((8 - 7) / (10 - 2))
+    assert rl_run_metrics(json.loads((ft / "results.json").read_text()))["stability"] == pytest.approx(((4 - 2) / (10 - 2) + 1) / 2)
 
     rows = {r["label"]: r for r in aggregate_rl({"agscl": runs, "finetune": [ft]})}
     mean, low, high = rows["agscl"]["accumulated_normalized_return"]
-    values = np.array([(8 - s) / 10 + 0.5 for s in range(4)])
+    values = np.array([(6 - s) / 8 + 6 / 16 for s in range(4)])
     assert mean == pytest.approx(values.mean())
     assert values.min() <= low < mean < high <= values.max()  # a real interval inside the data's range
-    assert rows["agscl"]["plasticity"] == (0.65, 0.65, 0.65)  # same for every seed: zero width
+    assert rows["agscl"]["plasticity"] == pytest.approx((0.5625, 0.5625, 0.5625))  # same for every seed: zero width
     assert rows["agscl"]["seeds"] == [0, 1, 2, 3]
     assert np.isnan(rows["finetune"]["stability"][1])  # one seed: no interval
     table = format_rl_table(list(rows.values()))
     assert f"{mean:.3f} [{low:.3f}, {high:.3f}]" in table and "| finetune | 1 | 2 |" in table
+    # the sweep's report: the grid's fine-tuning run is the reference, as in the MinAtar benchmark
+    text = report_rl({"agscl": runs, "finetune": [ft]}, tmp_path / "report")
+    assert "| agscl | 4 |" in text and (tmp_path / "report" / "continual_plot.png").exists()
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["methods"]["agscl"]["metrics"]["S"][0] == pytest.approx(np.mean([((6 - s) / 6 + 1) / 2 for s in range(4)]))
