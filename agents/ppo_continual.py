@@ -224,6 +224,7 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
         importance_obs=2048,
         mu=1.0,
         agscl_lambda=100.0,
+        overlap_env=False,  # MinAtar steps in Python at recv: nothing to overlap, halves only add calls
     ),
 }
 
