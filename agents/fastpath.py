@@ -1,7 +1,7 @@
 """The agent's fast path: bf16 autocast, channels-last, env steps overlapped with inference, fewer syncs.
 
-Each speed-up is one flag of ``agents/ppo_continual.py`` (``--bf16``, ``--channels-last``,
-``--overlap-env``, ``--fewer-syncs``); with all of them off the agent runs the *plain path*
+Each speed-up is one flag of ``agents/ppo_continual.py`` (``--bf16 auto|on|off``,
+``--channels-last``, ``--overlap-env``, ``--fewer-syncs``); with all of them off the agent runs the *plain path*
 (fp32, contiguous tensors, environment steps and inference in sequence), bit-reproducible
 with a seed. ``bench/agent_throughput.py`` measures what each one buys.
 
@@ -22,29 +22,27 @@ import torch
 
 
 def fast_bf16(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 matmuls/convs faster than fp32: CUDA with native bf16
-    (Ampere or later), or a CPU with AVX512-BF16 or AMX (oneDNN uses them); elsewhere bf16 is
-    emulated and slower, so the fast path keeps fp32 there."""
+    """Whether ``device`` runs bf16 convolutions clearly faster than fp32: CUDA with native bf16
+    (Ampere or later), or a CPU with AMX tiles. Measured on a 2-core AVX512-BF16 CPU without AMX
+    (oneDNN's avx512_core_bf16 kernels), a Nature-CNN update was no faster in bf16 than in fp32,
+    and slower than fp32 channels-last, so ``--bf16 auto`` keeps fp32 there."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    return device.type == "cpu" and bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 class FastPath:
     """The resolved fast-path settings of one run and the few helpers the PPO loop calls.
 
-    ``bf16`` is on only where the device has fast bf16 (:func:`fast_bf16`); ``overlap`` needs at
-    least two environments. ``to_device`` moves a numpy array to the device (pinned and
+    ``bf16`` is ``"on"``, ``"off"`` or ``"auto"`` (on where the device has fast bf16,
+    :func:`fast_bf16`); ``overlap`` needs at least two environments. ``to_device`` moves a numpy array to the device (pinned and
     non-blocking on CUDA with ``fewer_syncs``); ``nonfinite`` checks a loss at once (plain path)
     or accumulates the check on the device and reports it once per epoch (``fewer_syncs``).
     """
 
     def __init__(self, args: Any, device: torch.device) -> None:
         self.device = device
-        self.bf16 = bool(args.bf16) and fast_bf16(device)
+        self.bf16 = args.bf16 == "on" or (args.bf16 == "auto" and fast_bf16(device))
         self.channels_last = bool(args.channels_last)
         self.overlap = bool(args.overlap_env) and args.num_envs >= 2
         self.fewer_syncs = bool(args.fewer_syncs)

@@ -193,9 +193,10 @@ class Args:
     """the target KL divergence threshold"""
 
     # speed (agents/fastpath.py); all off is the plain path: fp32, contiguous, env and inference in sequence
-    bf16: bool = True
-    """bf16 autocast over the trunk's forward and backward, where the device has fast bf16 (CUDA Ampere+, CPU with
-    AVX512-BF16/AMX); weights, gradients, Adam, heads, losses and the regularizer stay fp32"""
+    bf16: Literal["auto", "on", "off"] = "auto"
+    """bf16 autocast over the trunk's forward and backward (weights, gradients, Adam, heads, losses and the regularizer
+    stay fp32); `auto`: on where bf16 is fast (CUDA Ampere+, CPU with AMX), off elsewhere (an AVX512-BF16 CPU without
+    AMX runs the Nature CNN no faster in bf16)"""
     channels_last: bool = True
     """feed the trunk channels-last (NHWC) observations, the layout oneDNN/cuDNN convolve fastest"""
     overlap_env: bool = True

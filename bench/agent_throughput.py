@@ -14,12 +14,19 @@ the second game of a two-game Atari run, where penalties, masks and prox steps a
 Configurations are interleaved over ``--rounds`` and the median is reported: absolute times on
 a shared machine are noise, the ratios are the result.
 
+``--mode parts``: the per-part costs behind the README's Scale section, in milliseconds, plain
+vs fast: an 8-env environment step, inference on the rollout batch, one minibatch update
+(forward, backward, clip, Adam), the AGS-CL prox step and masks, the EWC penalty (forward and
+backward); for the Nature CNN at 8 envs / 256-observation minibatches and for ``--preset
+paper`` (4x-wide trunk, 128 envs, 128-observation minibatches).
+
 ``--mode learning``: short runs, fast path (defaults) vs plain path over ``--seeds``, on
 MinAtar and Boxing; the end-of-game evaluation of each run (``--jobs`` runs at a time, one
 torch thread each). The fast path leaves learning unharmed if its returns lie within the
 plain path's spread.
 
     python bench/agent_throughput.py                  # speed table and regularizer cost
+    python bench/agent_throughput.py --mode parts     # per-part costs (ms)
     python bench/agent_throughput.py --mode learning  # learning unharmed (about 10 minutes on 2 cores)
     python bench/agent_throughput.py --smoke          # both modes, tiny (a pipeline check)
 """
@@ -50,18 +57,20 @@ from agents.results import load_results, write_json_atomic  # noqa: E402
 from envs.suites import get_suite  # noqa: E402
 
 FLAGS = ("bf16", "channels-last", "overlap-env", "fewer-syncs")
-PLAIN = tuple(f"--no-{f}" for f in FLAGS)
-#: configuration -> flags: the plain path, each flag alone, the defaults
+ON = {f: (f"--{f}",) for f in FLAGS} | {"bf16": ("--bf16", "on")}
+OFF = {f: (f"--no-{f}",) for f in FLAGS} | {"bf16": ("--bf16", "off")}
+PLAIN = tuple(a for f in FLAGS for a in OFF[f])
+#: configuration -> flags: the plain path, each flag alone (bf16 forced on), the defaults
 CONFIGS: dict[str, tuple[str, ...]] = {
     "plain": PLAIN,
-    **{f: tuple(f"--{g}" if g == f else f"--no-{g}" for g in FLAGS) for f in FLAGS},
+    **{f: tuple(a for g in FLAGS for a in (ON[g] if g == f else OFF[g])) for f in FLAGS},
     "defaults": (),
 }
 
 
 @dataclass
 class BenchArgs:
-    mode: Literal["speed", "learning"] = "speed"
+    mode: Literal["speed", "parts", "learning"] = "speed"
     suites: tuple[str, ...] = ("atari", "minatar")
     games: tuple[str, str] = ("Boxing", "Breakout")
     """the timed game of each suite (atari, minatar)"""
@@ -163,6 +172,79 @@ def speed(args: BenchArgs) -> dict:
     return report
 
 
+def _ms(fn, repeats: int) -> float:
+    fn()  # warm-up: oneDNN primitives, allocator
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def parts(args: BenchArgs) -> dict:
+    """Milliseconds per part, plain vs fast path, median of interleaved repetitions."""
+    from types import SimpleNamespace
+
+    from agents.fastpath import FastPath
+    from agents.network import Agent, layer_init
+    from agscl import AGSCL
+    from agscl.ewc import EWC
+
+    device = torch.device("cpu")
+    repeats = 3 if args.smoke else 15
+    report: dict = {"what": "milliseconds per part, median of repetitions", "networks": {}}
+    for label, channels, rollout, minibatch in (("nature_cnn", (32, 64, 64), 8, 256), ("paper_4x", (128, 256, 128), 128, 128)):
+        torch.manual_seed(0)
+        agent = Agent(channels, 512, "atari").to(device)
+        agent.add_head(18)
+        obs = torch.randint(0, 256, (max(rollout, minibatch), 4, 84, 84), dtype=torch.uint8)
+        act = torch.randint(0, 18, (minibatch,))
+        params = list(agent.parameters())
+        opt = torch.optim.Adam(params, lr=1e-4, eps=1e-5)
+
+        def infer() -> None:
+            with torch.no_grad():
+                agent.get_action_and_value(obs[:rollout], 0)
+
+        def update() -> None:
+            _, logprob, entropy, value = agent.get_action_and_value(obs[:minibatch], 0, act)
+            loss = -logprob.mean() - 0.01 * entropy.mean() + value.square().mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.5)
+            opt.step()
+
+        row: dict[str, float] = {}
+        for path, on in (("plain", False), ("fast", True)):
+            flags = SimpleNamespace(bf16="on" if on else "off", channels_last=on, overlap_env=False, fewer_syncs=on,
+                                    num_envs=rollout)
+            FastPath(flags, device).apply(agent)
+            row[f"inference_{rollout}_{path}"] = _ms(infer, repeats)
+            row[f"update_{minibatch}_{path}"] = _ms(update, repeats)
+        ags = AGSCL(agent.trunk, agent.heads, mu=0.1, lam=100.0, rho=0.3, init_fn=layer_init, seed=0)
+        ags.begin_task(0)
+        ags.end_task(0, [obs[:64].float() / 255.0])
+        row["agscl_prox_step"] = _ms(lambda: ags.proximal_step(1e-4), repeats)
+        row["agscl_masks"] = _ms(ags.apply_masks, repeats)
+        ewc = EWC(agent.trunk, agent.heads, lam=1.0)
+        ewc.terms[0] = ([torch.rand_like(p) for p in ewc.params()], ewc.snapshot())
+
+        def ewc_penalty() -> None:
+            ewc.penalty().backward()
+
+        row["ewc_penalty_fwd_bwd"] = _ms(ewc_penalty, repeats)
+        report["networks"][label] = row
+        print(f"\n{label} (rollout batch {rollout}, minibatch {minibatch}):")
+        for key, value in row.items():
+            print(f"  {key:28s} {value:8.2f} ms")
+    step_rate = env_alone("atari", args.games[0], 8, args.env_seconds)
+    report["env_step_8_envs_ms"] = 8e3 / step_rate
+    report["env_steps_per_s_8_envs"] = step_rate
+    print(f"\nenvironment alone, 8 envs: {step_rate:.0f} steps/s ({8e3 / step_rate:.2f} ms per 8-env step)")
+    return report
+
+
 def learning(args: BenchArgs) -> dict:
     """Final returns of short runs, fast vs plain path, per seed (runs in subprocesses, --jobs at a time)."""
     jobs: list[tuple[str, str, int, list[str]]] = []
@@ -209,12 +291,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.learning_steps, args.methods = (1024, 1024), ("finetune", "agscl")
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    for mode in ("speed", "learning") if args.smoke else (args.mode,):
+    for mode in ("speed", "parts", "learning") if args.smoke else (args.mode,):
         t0 = time.time()
-        report = (speed if mode == "speed" else learning)(args)
+        report = {"speed": speed, "parts": parts, "learning": learning}[mode](args)
         report["config"] = {**vars(args), "mode": mode, "torch_threads_used": torch.get_num_threads(),
                             "seconds": time.time() - t0, "device": "cuda" if torch.cuda.is_available() else "cpu"}
-        out = args.out if mode == "speed" else args.out.replace(".json", "_learning.json")
+        out = args.out if mode == "speed" else args.out.replace(".json", f"_{mode}.json")
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         write_json_atomic(out, json.loads(json.dumps(report)))
         print(f"saved {out}")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from agents.fastpath import SplitEnv, duration, fast_bf16, progress_line
+from agents.fastpath import SplitEnv, duration, progress_line
 from agscl import AGSCL
 from agscl.ewc import diagonal_fisher
 from agscl.mas import mas_importance
@@ -118,7 +118,10 @@ minatar = pytest.importorskip("minatar", reason='the MinAtar suite needs pip ins
 from agents import ppo_continual  # noqa: E402
 
 FLAGS = ("bf16", "channels-last", "overlap-env", "fewer-syncs")
-PLAIN = [f"--no-{f}" for f in FLAGS]
+ON = {f: [f"--{f}"] for f in FLAGS} | {"bf16": ["--bf16", "on"]}
+OFF = {f: [f"--no-{f}"] for f in FLAGS} | {"bf16": ["--bf16", "off"]}
+PLAIN = [a for f in FLAGS for a in OFF[f]]
+FAST = [a for f in FLAGS for a in ON[f]]  # bf16 forced on, whatever this CPU
 TINY = ["--suite", "minatar", "--steps-per-game", "384", "--num-envs", "4", "--num-steps", "32",
         "--num-minibatches", "2", "--update-epochs", "2", "--eval-every", "0", "--eval-episodes", "2",
         "--random-episodes", "2", "--eval-envs", "2", "--importance-obs", "64", "--checkpoint-every", "0",
@@ -134,17 +137,17 @@ def run(tmp_path, name: str, *extra: str) -> dict:
 
 @pytest.mark.parametrize("flag", ["all", *FLAGS])
 def test_each_flag_alone_and_all_train_finitely(tmp_path, capsys, flag):
-    extra = [] if flag == "all" else [f"--no-{f}" for f in FLAGS if f != flag]
+    extra = [a for f in FLAGS for a in (ON[f] if flag in ("all", f) else OFF[f])]
     ckpt = run(tmp_path, flag, "--games", "Breakout", "--method", "agscl", *extra)
     out = capsys.readouterr().out
-    expected = [f for f in FLAGS if flag in ("all", f) and (f != "bf16" or fast_bf16(torch.device("cpu")))]
+    expected = [f for f in FLAGS if flag in ("all", f)]
     assert f"fast path: {', '.join(expected)}" in out
     assert "ETA game" in out and "sequence" in out
     assert ckpt["global_step"] == 384
     assert all(t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in ckpt["agent"].values())
 
 
-@pytest.mark.parametrize("path", [PLAIN, []], ids=["plain", "fast"])
+@pytest.mark.parametrize("path", [PLAIN, FAST], ids=["plain", "fast"])
 def test_same_seed_gives_bit_identical_training(tmp_path, path):
     first = run(tmp_path, "a", "--games", "Breakout", "--method", "finetune", *path)
     second = run(tmp_path, "b", "--games", "Breakout", "--method", "finetune", *path)
@@ -155,7 +158,7 @@ def test_same_seed_gives_bit_identical_training(tmp_path, path):
 def test_agscl_freezes_and_masks_exactly_in_a_bf16_agent(tmp_path):
     """Two games on the full fast path with a huge lambda: every important node of game 1 ends
     game 2 bit-equal to its end-of-game-1 value, and every zero-fixed weight is exactly 0."""
-    run(tmp_path, "ags", "--games", "Breakout", "Asterix", "--method", "agscl", "--agscl-lambda", "1e9")
+    run(tmp_path, "ags", "--games", "Breakout", "Asterix", "--method", "agscl", "--agscl-lambda", "1e9", *FAST)
     after1 = torch.load(tmp_path / "ags" / "ckpt" / "game0.pt", weights_only=True)
     after2 = torch.load(tmp_path / "ags" / "ckpt" / "game1.pt", weights_only=True)
     layers = [k[: -len(".weight")] for k in after1["agent"] if k.startswith("trunk.") and k.endswith(".weight")]
