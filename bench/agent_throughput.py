@@ -20,7 +20,8 @@ vs fast: an 8-env environment step, inference on the rollout batch, one minibatc
 backward); for the Nature CNN at 8 envs / 256-observation minibatches and for ``--preset
 paper`` (4x-wide trunk, 128 envs, 128-observation minibatches).
 
-``--mode learning``: short runs, fast path (defaults) vs plain path over ``--seeds``, on
+``--mode learning``: short runs, fast path (every flag on, bf16 forced on even where ``auto``
+would leave it off) vs plain path over ``--seeds``, on
 MinAtar and Boxing; the end-of-game evaluation of each run (``--jobs`` runs at a time, one
 torch thread each). The fast path leaves learning unharmed if its returns lie within the
 plain path's spread.
@@ -33,8 +34,6 @@ plain path's spread.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -52,7 +51,6 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from agents import ppo_continual  # noqa: E402
 from agents.results import load_results, write_json_atomic  # noqa: E402
 from envs.suites import get_suite  # noqa: E402
 
@@ -60,6 +58,7 @@ FLAGS = ("bf16", "channels-last", "overlap-env", "fewer-syncs")
 ON = {f: (f"--{f}",) for f in FLAGS} | {"bf16": ("--bf16", "on")}
 OFF = {f: (f"--no-{f}",) for f in FLAGS} | {"bf16": ("--bf16", "off")}
 PLAIN = tuple(a for f in FLAGS for a in OFF[f])
+FAST = tuple(a for f in FLAGS for a in ON[f])  # every flag on, bf16 forced on: the strictest learning check
 #: configuration -> flags: the plain path, each flag alone (bf16 forced on), the defaults
 CONFIGS: dict[str, tuple[str, ...]] = {
     "plain": PLAIN,
@@ -106,14 +105,18 @@ def run_argv(suite: str, games: Sequence[str], steps: int, method: str, flags: S
             *(() if eval_episodes > 1 else ("--eval-max-frames", cap)), *flags]
 
 
+def agent_run(argv: list[str]) -> dict:
+    """One run of the agent in a fresh process (no state carried between configurations); its results."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "agents", "ppo_continual.py"), *argv], cwd=ROOT,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"agent run exited with {out.returncode}: {' '.join(argv)}\n{out.stderr[-2000:]}")
+    return load_results(os.path.join(argv[argv.index("--runs-dir") + 1], argv[argv.index("--run-name") + 1]))
+
+
 def train_sps(argv: list[str], game: int) -> float:
-    """Training steps/s of game ``game`` of an in-process run."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        rc = ppo_continual.main(argv)
-    if rc != 0:
-        raise RuntimeError(f"agent run exited with {rc}: {' '.join(argv)}")
-    runs_dir, name = argv[argv.index("--runs-dir") + 1], argv[argv.index("--run-name") + 1]
-    return float(load_results(os.path.join(runs_dir, name))["games_info"][game]["train_sps"])
+    """Training steps/s of game ``game`` of a run."""
+    return float(agent_run(argv)["games_info"][game]["train_sps"])
 
 
 def env_alone(suite: str, game: str, num_envs: int, seconds: float) -> float:
@@ -253,7 +256,7 @@ def learning(args: BenchArgs) -> dict:
         if suite not in args.suites:
             continue
         for seed in args.seeds:
-            for path, flags in (("plain", PLAIN), ("fast", ())):
+            for path, flags in (("plain", PLAIN), ("fast", FAST)):
                 name = f"{suite}_{path}_{seed}"
                 argv = run_argv(suite, [game], steps, "finetune", flags, tmp, name, eval_episodes=2 if args.smoke else 16,
                                 threads=1) + ["--seed", str(seed)]
@@ -261,17 +264,13 @@ def learning(args: BenchArgs) -> dict:
 
     def one(job: tuple[str, str, int, list[str]]) -> float:
         suite, path, seed, argv = job
-        out = subprocess.run([sys.executable, os.path.join(ROOT, "agents", "ppo_continual.py"), *argv], cwd=ROOT,
-                             capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-        if out.returncode != 0:
-            raise RuntimeError(f"{suite} {path} seed {seed} failed:\n{out.stderr[-2000:]}")
-        res = load_results(os.path.join(tmp, argv[argv.index("--run-name") + 1]))
+        res = agent_run(argv)
         print(f"{suite} {path} seed {seed}: {res['score_matrix'][0][0]:.2f}", flush=True)
         return float(res["score_matrix"][0][0])
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         scores = list(pool.map(one, jobs))
-    report: dict = {"what": "end-of-game evaluation mean return (16 games), fast (defaults) vs plain path", "suites": {}}
+    report: dict = {"what": "end-of-game evaluation mean return (16 games), fast (every flag on, bf16 on) vs plain path", "suites": {}}
     for suite in args.suites:
         by = {p: [s for (su, pa, _, _), s in zip(jobs, scores) if su == suite and pa == p] for p in ("plain", "fast")}
         lo, hi = min(by["plain"]), max(by["plain"])
