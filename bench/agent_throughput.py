@@ -23,8 +23,8 @@ paper`` (4x-wide trunk, 128 envs, 128-observation minibatches).
 ``--mode learning``: short runs, fast path (every flag on, bf16 forced on even where ``auto``
 would leave it off) vs plain path over ``--seeds``, on
 MinAtar and Boxing; the end-of-game evaluation of each run (``--jobs`` runs at a time, one
-torch thread each). The fast path leaves learning unharmed if its returns lie within the
-plain path's spread.
+torch thread each). The fast path leaves learning unharmed if its mean return is not below
+the plain path's spread (within it, or above).
 
     python bench/agent_throughput.py                  # speed table and regularizer cost
     python bench/agent_throughput.py --mode parts     # per-part costs (ms)
@@ -274,12 +274,12 @@ def learning(args: BenchArgs) -> dict:
     for suite in args.suites:
         by = {p: [s for (su, pa, _, _), s in zip(jobs, scores) if su == suite and pa == p] for p in ("plain", "fast")}
         lo, hi = min(by["plain"]), max(by["plain"])
-        inside = lo <= float(np.mean(by["fast"])) <= hi
+        unharmed = float(np.mean(by["fast"])) >= lo  # within the plain spread, or above it
         report["suites"][suite] = {"seeds": list(args.seeds), "returns": by, "plain_range": [lo, hi],
-                                   "fast_mean_within_plain_range": inside,
+                                   "fast_mean_not_below_plain_range": unharmed,
                                    "steps": args.learning_steps[("atari", "minatar").index(suite)]}
         print(f"{suite}: plain {np.mean(by['plain']):.2f} (range {lo:.2f}..{hi:.2f}) fast {np.mean(by['fast']):.2f} "
-              f"+- {np.std(by['fast']):.2f}: {'within' if inside else 'OUTSIDE'} the plain spread")
+              f"+- {np.std(by['fast']):.2f}: {'not below' if unharmed else 'BELOW'} the plain spread")
     return report
 
 
