@@ -32,9 +32,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
-from torch.distributions.categorical import Categorical
 
 from agents.evaluation import collect_observations, evaluate, evaluate_random
+from agents.fastpath import FastPath, SplitEnv, progress_line
+from agents.network import Agent, layer_init
 from agents.results import (
     RESULTS_FILE,
     RESULTS_FORMAT,
@@ -197,6 +198,19 @@ class Args:
     target_kl: Optional[float] = None
     """the target KL divergence threshold"""
 
+    # speed (agents/fastpath.py); all off is the plain path: fp32, contiguous, env and inference in sequence
+    bf16: Literal["auto", "on", "off"] = "auto"
+    """bf16 autocast over the trunk's forward and backward (weights, gradients, Adam, heads, losses and the regularizer
+    stay fp32); `auto`: on where bf16 is fast (CUDA Ampere+, CPU with AMX), off elsewhere (an AVX512-BF16 CPU without
+    AMX runs the Nature CNN no faster in bf16)"""
+    channels_last: bool = True
+    """feed the trunk channels-last (NHWC) observations, the layout oneDNN/cuDNN convolve fastest"""
+    overlap_env: bool = True
+    """step the environments as two halves, each half stepping while the policy infers on the other"""
+    fewer_syncs: bool = True
+    """no per-minibatch host syncs (non-finite loss checked once per epoch, no distribution argument checks); pinned,
+    non-blocking host-to-device copies on CUDA"""
+
 
 #: Defaults that ``--suite`` changes (explicit flags and presets override them). MinAtar: the
 #: suite's usual network (Young & Tian 2019: one 3x3 conv of 16 channels, a 128-unit layer) and
@@ -217,6 +231,7 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
         importance_obs=2048,
         mu=1.0,
         agscl_lambda=100.0,
+        overlap_env=False,  # MinAtar steps in Python at recv: nothing to overlap, halves only add calls
     ),
 }
 
@@ -248,80 +263,6 @@ class NonFiniteLoss(Exception):
 
 class Stopped(Exception):
     """SIGINT/SIGTERM: the run checkpointed at the end of an update and stops (exit 128 + signal)."""
-
-
-# --------------------------------------------------------------------------------------------
-# agent
-# --------------------------------------------------------------------------------------------
-def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Module:
-    torch.nn.init.orthogonal_(layer.weight, std)
-    torch.nn.init.constant_(layer.bias, bias_const)
-    return layer
-
-
-#: (kernel, stride) of each conv of the trunk, per suite (MinAtar: every conv is 3x3/1).
-CONV_LAYOUTS: dict[str, tuple[tuple[int, int], ...]] = {"atari": ((8, 4), (4, 2), (3, 1)), "minatar": ((3, 1),)}
-
-
-def trunk_layout(suite: str, convs: int) -> tuple[tuple[int, int], ...]:
-    layout = CONV_LAYOUTS[suite]
-    return layout if suite == "atari" else layout * convs
-
-
-class Agent(nn.Module):
-    """Shared CNN trunk (a plain Conv-ReLU-...-Linear-ReLU chain, as :mod:`agscl` expects) and
-    ``heads[g] = ModuleList([actor, critic])`` per game; inputs are uint8 observations that the
-    agent scales by ``obs_scale`` (Atari pixels 1/255, MinAtar's 0/1 cells 1)."""
-
-    def __init__(self, channels: Sequence[int], hidden: int, suite: str = "atari") -> None:
-        super().__init__()
-        spec = get_suite(suite)
-        self.obs_scale = spec.obs_scale
-        layers: list[nn.Module] = []
-        in_channels = spec.obs_shape[0]
-        for out_channels, (kernel, stride) in zip(channels, trunk_layout(suite, len(channels))):
-            layers += [layer_init(nn.Conv2d(in_channels, out_channels, kernel, stride=stride)), nn.ReLU()]
-            in_channels = out_channels
-        layers.append(nn.Flatten())
-        with torch.no_grad():
-            flat = nn.Sequential(*layers)(torch.zeros((1,) + spec.obs_shape)).shape[1]
-        self.trunk = nn.Sequential(*layers, layer_init(nn.Linear(flat, hidden)), nn.ReLU())
-        self.hidden = hidden
-        self.heads = nn.ModuleList()
-
-    def add_head(self, action_count: int) -> int:
-        """Append an (actor, critic) pair for a new game; returns its index."""
-        device = next(self.trunk.parameters()).device
-        actor = layer_init(nn.Linear(self.hidden, action_count), std=0.01)
-        critic = layer_init(nn.Linear(self.hidden, 1), std=1.0)
-        self.heads.append(nn.ModuleList([actor, critic]).to(device))
-        return len(self.heads) - 1
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x.float() * self.obs_scale)
-
-    def get_value(self, x: torch.Tensor, game: int) -> torch.Tensor:
-        return self.heads[game][1](self.features(x))
-
-    def get_action_and_value(
-        self, x: torch.Tensor, game: int, action: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        hidden = self.features(x)
-        actor, critic = self.heads[game]
-        probs = Categorical(logits=actor(hidden))
-        if action is None:
-            action = probs.sample()
-        return action, probs.log_prob(action), probs.entropy(), critic(hidden)
-
-    @torch.no_grad()
-    def act(self, x: torch.Tensor, game: int, greedy: bool = False,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-        """Actions of game ``game``'s policy; sampled from ``generator`` when given (evaluation
-        uses its own, so it never moves torch's global generator)."""
-        logits = self.heads[game][0](self.features(x))
-        if greedy:
-            return logits.argmax(dim=1)
-        return torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
 
 
 def trunk_channels(args: Args) -> tuple[int, ...]:
@@ -567,6 +508,8 @@ class Run:
             set_rng_state(ckpt["rng"])
         self.last_checkpoint: str | None = None
         self.stop = StopRequest()
+        self.fast = FastPath(args, self.device)
+        self.fast.apply(self.agent)
 
     def stop_if_requested(self, optimizer: torch.optim.Optimizer | None) -> None:
         """After SIGINT/SIGTERM: checkpoint here (the update just finished), mark the results
@@ -737,11 +680,12 @@ class Run:
             self.writer.close()
 
     def train_game(self) -> None:
-        args, agent, method, device = self.args, self.agent, self.method, self.device
+        args, agent, method, device, fast = self.args, self.agent, self.method, self.device, self.fast
         g, game = self.game, self.games[self.game]
         if self.update == 0:
             self.measure_random(g)
-        env = self.make_env(game, args.num_envs, args.seed + 10_007 * g + 7_919 * self.update, train=True)
+        env = SplitEnv(lambda n, seed: self.make_env(game, n, seed, train=True), args.num_envs,
+                       args.seed + 10_007 * g + 7_919 * self.update, parts=2 if fast.overlap else 1)
         try:
             if self.update == 0:
                 if len(agent.heads) != g:
@@ -758,7 +702,8 @@ class Run:
                 self.optimizer_state = None
             method.begin_task(g)
             self.log(f"game {g + 1}/{len(self.games)}: {game} ({env.action_count} actions), "
-                     f"updates {self.update + 1}..{self.num_updates} of {self.batch_size} steps, method {args.method}")
+                     f"updates {self.update + 1}..{self.num_updates} of {self.batch_size} steps, method {args.method}, "
+                     f"{fast.describe()}")
 
             obs_shape = self.suite.obs_shape
             obs_buf = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
@@ -770,6 +715,21 @@ class Run:
             next_obs = torch.from_numpy(env.reset()).to(device)
             next_done = torch.zeros(args.num_envs, device=device)
 
+            def receive(k: int, step: int) -> None:
+                """Collect environment group ``k``'s result of ``step``."""
+                part = env.parts[k]
+                o, reward, term, trunc, info = env.recv(k)
+                self.global_step += part.stop - part.start
+                rewards[step, part] = fast.to_device(reward)
+                next_obs[part] = fast.to_device(o)
+                next_done[part] = fast.to_device((term | trunc).astype(np.float32))
+                for i in np.flatnonzero(info["game_over"]):
+                    r, length = float(info["episode_return"][i]), int(info["episode_length"][i])
+                    self.log(f"episodic_return={r:g} game={game}")
+                    self.writer.add_scalar("charts/episodic_return", r, self.global_step)
+                    self.writer.add_scalar("charts/episodic_length", length, self.global_step)
+                    self.writer.add_scalar(f"charts/{game}/episodic_return", r, self.global_step)
+
             while self.update < self.num_updates:
                 t_update = time.time()
                 self.update += 1
@@ -778,23 +738,19 @@ class Run:
                 optimizer.param_groups[0]["lr"] = lr
 
                 for step in range(args.num_steps):
-                    self.global_step += args.num_envs
-                    obs_buf[step] = next_obs
-                    dones[step] = next_done
-                    with torch.no_grad():
-                        action, logprob, _, value = agent.get_action_and_value(next_obs, g)
-                    values[step] = value.flatten()
-                    actions[step], logprobs[step] = action, logprob
-                    o, reward, term, trunc, info = env.step(action.cpu().numpy())
-                    rewards[step] = torch.from_numpy(reward).to(device)
-                    next_obs = torch.from_numpy(o).to(device)
-                    next_done = torch.from_numpy((term | trunc).astype(np.float32)).to(device)
-                    for i in np.flatnonzero(info["game_over"]):
-                        r, length = float(info["episode_return"][i]), int(info["episode_length"][i])
-                        self.log(f"episodic_return={r:g} game={game}")
-                        self.writer.add_scalar("charts/episodic_return", r, self.global_step)
-                        self.writer.add_scalar("charts/episodic_length", length, self.global_step)
-                        self.writer.add_scalar(f"charts/{game}/episodic_return", r, self.global_step)
+                    # one group of all envs, or (--overlap-env) two halves: each infers while the other steps
+                    for k, part in enumerate(env.parts):
+                        if step > 0:
+                            receive(k, step - 1)
+                        obs_buf[step, part] = next_obs[part]
+                        dones[step, part] = next_done[part]
+                        with torch.no_grad():
+                            action, logprob, _, value = agent.get_action_and_value(next_obs[part], g)
+                        values[step, part] = value.flatten()
+                        actions[step, part], logprobs[step, part] = action, logprob
+                        env.send(k, action.cpu().numpy())
+                for k in range(len(env.parts)):
+                    receive(k, args.num_steps - 1)
 
                 with torch.no_grad():
                     next_value = agent.get_value(next_obs, g).reshape(1, -1)
@@ -825,7 +781,7 @@ class Run:
                         with torch.no_grad():
                             old_approx_kl = (-logratio).mean()
                             approx_kl = ((ratio - 1) - logratio).mean()
-                            clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
+                            clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
                         mb_adv = b_advantages[mb]
                         if args.norm_adv:
                             mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
@@ -840,7 +796,7 @@ class Run:
                         entropy_loss = entropy.mean()
                         penalty = method.penalty()
                         loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef + penalty
-                        if not bool(torch.isfinite(loss)):
+                        if fast.nonfinite(loss):
                             raise NonFiniteLoss(f"non-finite loss ({loss.item()})")
                         optimizer.zero_grad()
                         loss.backward()
@@ -848,6 +804,8 @@ class Run:
                         optimizer.step()
                         method.after_step(lr)
                     method.end_epoch(lr)
+                    if fast.epoch_nonfinite():
+                        raise NonFiniteLoss("non-finite loss in this epoch")
                     if args.target_kl is not None and approx_kl > args.target_kl:
                         break
 
@@ -859,22 +817,20 @@ class Run:
                 info_g["train_sps"] = info_g["steps"] / max(info_g["train_seconds"], 1e-9)
                 self.session_steps += self.batch_size
                 sps = int(self.session_steps / (time.time() - self.session_start))
-                w = self.writer
-                w.add_scalar("charts/learning_rate", lr, self.global_step)
-                w.add_scalar("charts/game", g, self.global_step)
-                w.add_scalar("losses/value_loss", v_loss.item(), self.global_step)
-                w.add_scalar("losses/policy_loss", pg_loss.item(), self.global_step)
-                w.add_scalar("losses/entropy", entropy_loss.item(), self.global_step)
-                w.add_scalar("losses/penalty", float(penalty.detach()), self.global_step)
-                w.add_scalar("losses/old_approx_kl", old_approx_kl.item(), self.global_step)
-                w.add_scalar("losses/approx_kl", approx_kl.item(), self.global_step)
-                w.add_scalar("losses/clipfrac", float(np.mean(clipfracs)), self.global_step)
-                w.add_scalar("losses/explained_variance", explained_var, self.global_step)
-                w.add_scalar("charts/SPS", sps, self.global_step)
+                names = ("value_loss", "policy_loss", "entropy", "penalty", "old_approx_kl", "approx_kl", "clipfrac", "loss")
+                losses = dict(zip(names, torch.stack([v_loss, pg_loss, entropy_loss, penalty.detach().to(device), old_approx_kl,
+                                                      approx_kl, torch.stack(clipfracs).mean(), loss.detach()]).tolist()))
+                scalars = {"charts/learning_rate": lr, "charts/game": g, "losses/explained_variance": explained_var,
+                           "charts/SPS": sps, **{f"losses/{k}": v for k, v in losses.items() if k != "loss"}}
+                for tag, value in scalars.items():
+                    self.writer.add_scalar(tag, value, self.global_step)
                 last = self.update == self.num_updates
                 stats = {} if last else self.log_statistics()  # the last update's come after end_task, same step
                 extra = " ".join(f"{k}={v:.4g}" for k, v in stats.items() if k in ("sparsity", "frozen_groups"))
-                self.log(f"game={game} update={self.update}/{self.num_updates} SPS={sps} loss={loss.item():.4f} {extra}".rstrip())
+                game_left = self.steps_per_game - self.update * self.batch_size
+                left = progress_line(sps, game_left, game_left + (len(self.games) - g - 1) * self.steps_per_game)
+                self.log(f"game={game} {g + 1}/{len(self.games)} update={self.update}/{self.num_updates} {left} "
+                         f"loss={losses['loss']:.4f} {extra}".rstrip())
 
                 game_step = self.update * self.batch_size
                 if not last and args.eval_every and game_step // args.eval_every > (game_step - self.batch_size) // args.eval_every:

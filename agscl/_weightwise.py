@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from agscl.base import ContinualMethod, HeadSpec, check_range, iter_batches, module_device
+from agscl.base import ContinualMethod, HeadSpec, check_range, full_precision, iter_batches, module_device
 
 #: Upper bound on the floats of one chunk of per-sample gradients (2**26 floats = 256 MiB fp32).
 PER_SAMPLE_FLOATS = 2**26
@@ -109,7 +109,7 @@ def per_sample_grad_mean(
     per_sample = vmap(grad(single), in_dims=(None, 0, 0))
     sums = [torch.zeros_like(p, dtype=accumulator_dtype(p)) for p in params.values()]
     count = 0
-    with eval_mode(trunk, head):
+    with eval_mode(trunk, head), full_precision(trunk):
         for x in iter_batches(inputs):
             x = x.to(device)
             if x.shape[0] == 0:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from agscl._weightwise import eval_mode
-from agscl.base import ContinualMethod, HeadSpec, check_range, iter_batches, module_device, task_heads
+from agscl.base import ContinualMethod, HeadSpec, check_range, full_precision, iter_batches, module_device, task_heads
 from agscl.groups import NodeLayer, discover_layers, group_count, head_input_layer, spread_over_inputs
 from agscl.prox import shrink_factor
 
@@ -152,6 +152,10 @@ class AGSCL(ContinualMethod):
         """
         if self.anchor_w is None:
             self._snapshot_anchor()
+        with full_precision(self.trunk):
+            self._proximal_step(alpha)
+
+    def _proximal_step(self, alpha: float) -> None:
         for index, layer in enumerate(self.layers):
             module = layer.module
             weight = module.weight.detach()
@@ -223,7 +227,7 @@ class AGSCL(ContinualMethod):
 
         handles = [layer.activation.register_forward_hook(hook_for(i)) for i, layer in enumerate(self.layers)]
         try:
-            with eval_mode(self.trunk):
+            with eval_mode(self.trunk), full_precision(self.trunk):
                 for x in iter_batches(inputs):
                     self.trunk(x.to(device))
                     count += x.shape[0]

@@ -28,7 +28,7 @@ Architectural methods may add optional hooks that learners look up by name: ``pa
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, ContextManager, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -60,6 +60,13 @@ def module_device(module: nn.Module) -> torch.device:
     for p in module.parameters():
         return p.device
     return torch.device("cpu")
+
+
+def full_precision(module: nn.Module) -> ContextManager[Any]:
+    """Autocast off on ``module``'s device: importances and proximal steps are computed in the
+    parameters' own precision (fp32) even when a learner calls them inside a bf16/fp16 autocast
+    region, so that exact zeros, exact freezes and importances never depend on it."""
+    return torch.autocast(module_device(module).type, enabled=False)
 
 
 def check_range(name: str, value: float, low: float | None, high: float | None, *, low_open: bool = False, high_open: bool = False) -> None:

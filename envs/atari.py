@@ -198,7 +198,17 @@ class AtariVecEnv:
         return self._fill_stack(np.array(obs, copy=True))
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self._env.step(np.asarray(actions, dtype=np.int64))
+        self.send(actions)
+        return self.recv()
+
+    def send(self, actions: np.ndarray) -> None:
+        """Start a step and return at once: the emulator threads run it while the caller works
+        (e.g. infers on another group of environments); :meth:`recv` collects it."""
+        self._env.send(np.asarray(actions, dtype=np.int64))
+
+    def recv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """The result of the step started by :meth:`send` (what :meth:`step` returns)."""
+        obs, reward, terminated, truncated, info = self._env.recv()
         obs = np.array(obs, copy=True)
         raw = np.asarray(info["reward"] if self.backend == "envpool" else reward, dtype=np.float32).copy()
         terminated = np.asarray(terminated, dtype=bool)

@@ -1,0 +1,97 @@
+"""The continual agent's network: a shared CNN trunk and one (actor, critic) head pair per game.
+
+The trunk is a plain Conv-ReLU-...-Linear-ReLU chain, the model contract of :mod:`agscl`:
+Nature-CNN for Atari, MinAtar's conv16 + fc128 for ``--suite minatar``. How the trunk runs
+(precision, memory format) is set by :class:`agents.fastpath.FastPath`; the defaults here
+are the plain fp32 path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, ContextManager, Sequence
+
+import torch
+import torch.nn as nn
+from torch.distributions.categorical import Categorical
+
+from envs.suites import get_suite
+
+
+def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Module:
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+#: (kernel, stride) of each conv of the trunk, per suite (MinAtar: every conv is 3x3/1).
+CONV_LAYOUTS: dict[str, tuple[tuple[int, int], ...]] = {"atari": ((8, 4), (4, 2), (3, 1)), "minatar": ((3, 1),)}
+
+
+def trunk_layout(suite: str, convs: int) -> tuple[tuple[int, int], ...]:
+    layout = CONV_LAYOUTS[suite]
+    return layout if suite == "atari" else layout * convs
+
+
+class Agent(nn.Module):
+    """Shared CNN trunk (a plain Conv-ReLU-...-Linear-ReLU chain, as :mod:`agscl` expects) and
+    ``heads[g] = ModuleList([actor, critic])`` per game; inputs are uint8 observations that the
+    agent scales by ``obs_scale`` (Atari pixels 1/255, MinAtar's 0/1 cells 1)."""
+
+    def __init__(self, channels: Sequence[int], hidden: int, suite: str = "atari") -> None:
+        super().__init__()
+        spec = get_suite(suite)
+        self.obs_scale = spec.obs_scale
+        layers: list[nn.Module] = []
+        in_channels = spec.obs_shape[0]
+        for out_channels, (kernel, stride) in zip(channels, trunk_layout(suite, len(channels))):
+            layers += [layer_init(nn.Conv2d(in_channels, out_channels, kernel, stride=stride)), nn.ReLU()]
+            in_channels = out_channels
+        layers.append(nn.Flatten())
+        with torch.no_grad():
+            flat = nn.Sequential(*layers)(torch.zeros((1,) + spec.obs_shape)).shape[1]
+        self.trunk = nn.Sequential(*layers, layer_init(nn.Linear(flat, hidden)), nn.ReLU())
+        self.hidden = hidden
+        self.heads = nn.ModuleList()
+        # set by agents.fastpath.FastPath.apply; these defaults are the plain fp32 path
+        self.trunk_precision: Callable[[], ContextManager[Any]] = contextlib.nullcontext
+        self.memory_format = torch.contiguous_format
+        self.validate_args = True
+
+    def add_head(self, action_count: int) -> int:
+        """Append an (actor, critic) pair for a new game; returns its index."""
+        device = next(self.trunk.parameters()).device
+        actor = layer_init(nn.Linear(self.hidden, action_count), std=0.01)
+        critic = layer_init(nn.Linear(self.hidden, 1), std=1.0)
+        self.heads.append(nn.ModuleList([actor, critic]).to(device))
+        return len(self.heads) - 1
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk features in fp32 (the trunk itself may run under bf16 autocast)."""
+        x = (x.float() * self.obs_scale).contiguous(memory_format=self.memory_format)
+        with self.trunk_precision():
+            return self.trunk(x).float()
+
+    def get_value(self, x: torch.Tensor, game: int) -> torch.Tensor:
+        return self.heads[game][1](self.features(x))
+
+    def get_action_and_value(
+        self, x: torch.Tensor, game: int, action: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden = self.features(x)
+        actor, critic = self.heads[game]
+        probs = Categorical(logits=actor(hidden), validate_args=self.validate_args)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), critic(hidden)
+
+    @torch.no_grad()
+    def act(self, x: torch.Tensor, game: int, greedy: bool = False,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions of game ``game``'s policy; sampled from ``generator`` when given (evaluation
+        uses its own, so it never moves torch's global generator)."""
+        logits = self.heads[game][0](self.features(x))
+        if greedy:
+            return logits.argmax(dim=1)
+        return torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
