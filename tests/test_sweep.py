@@ -157,10 +157,11 @@ def _trainer_processes(marker: str) -> list[int]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 def test_killed_sweep_skips_finished_trials_and_resumes_the_interrupted_one(tmp_path):
     sweep_dir = tmp_path / "killed"
-    # AGS-CL's tasks take seconds, longer than a killed Ray worker takes to die (and its trainer with it)
+    # AGS-CL's tasks take seconds, longer than a killed Ray worker takes to die (and its trainer with it);
+    # no reference: a fine-tuning run of another schedule cannot serve as one (the trainer refuses it)
     argv = ["--engine", "ray", "--trainer", "supervised", "--methods", "finetune", "agscl", "--seeds", "0",
             "--grid", "finetune.epochs=1", "--grid", "agscl.epochs=60", "--dir", str(sweep_dir), "--no-progress",
-            "--no-report", "--", "--benchmark", "split_digits", "--num-tasks", "3", "--no-progress", "--no-tensorboard"]
+            "--no-report", "--no-reference", "--", "--benchmark", "split_digits", "--num-tasks", "3", "--no-progress", "--no-tensorboard"]
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "sweep", *argv], env=_env(), cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
