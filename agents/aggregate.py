@@ -45,6 +45,7 @@ class RunRecord:
     random: np.ndarray  # random-policy score per game
     steps_per_game: int = 0
     method: str = ""  # the agent's --method (fine-tuning runs are the reference, whatever their label)
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # results.json's evaluations
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     accumulated: np.ndarray = field(default_factory=lambda: np.zeros(0))  # over the timeline
     values: dict[str, float] = field(default_factory=dict)
@@ -63,7 +64,7 @@ def read_run(path: str, label: str | None = None) -> RunRecord:
     config = results["config"]
     return RunRecord(path, label or str(config.get("method")), int(config.get("seed", 0)), games,
                      score_matrix(results), np.array([random[g] for g in games]), int(results["steps_per_game"]),
-                     str(config.get("method")))
+                     str(config.get("method")), results["timeline"])
 
 
 @dataclass
@@ -81,9 +82,9 @@ def reference_from(finetune_runs: Sequence[RunRecord]) -> Reference:
     return Reference(best.mean(axis=0), diag.mean(axis=0))
 
 
-def _timeline(results: dict[str, Any], games: list[str], random: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _timeline(timeline: list[dict[str, Any]], games: list[str], random: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     steps, acc = [], []
-    for entry in results["timeline"]:
+    for entry in timeline:
         total = 0.0
         for g, stats in entry["scores"].items():
             j = games.index(g)
@@ -112,7 +113,7 @@ def compute(run: RunRecord, ref: Reference) -> RunRecord:
         "S": float(np.nanmean(s)),
         "forgetting": float(f.mean()) if f.size else 0.0,
     }
-    run.steps, run.accumulated = _timeline(load_results(run.path), run.games, r, scale)
+    run.steps, run.accumulated = _timeline(run.timeline, run.games, r, scale)
     return run
 
 

@@ -12,6 +12,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from agscl._weightwise import eval_mode
+
 
 def play_games(env: Any, policy: Callable[[np.ndarray], np.ndarray], episodes: int) -> dict[str, Any]:
     """Play ``episodes`` whole games on ``env`` (one per copy in turn) and return raw-score stats.
@@ -45,16 +47,11 @@ def evaluate(agent: Any, game_index: int, env: Any, episodes: int, device: torch
     generator seeded with ``seed`` (the global generators are left untouched)."""
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
-    was_training = [(m, m.training) for m in agent.modules()]
-    agent.eval()
-    try:
-        def policy(obs: np.ndarray) -> np.ndarray:
-            return agent.act(torch.from_numpy(obs).to(device), game_index, greedy=greedy, generator=generator).cpu().numpy()
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return agent.act(torch.from_numpy(obs).to(device), game_index, greedy=greedy, generator=generator).cpu().numpy()
 
+    with eval_mode(agent):  # restores every module's own train/eval flag afterwards
         return play_games(env, policy, episodes)
-    finally:
-        for module, flag in was_training:
-            module.training = flag
 
 
 def evaluate_random(env: Any, episodes: int, seed: int) -> dict[str, Any]:

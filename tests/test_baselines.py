@@ -26,12 +26,7 @@ from agscl.si import RWALK, SI
 BASELINES = ("ewc", "online_ewc", "mas", "si", "rwalk")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(seed: int = 0, heads: int = 2) -> tuple[nn.Module, nn.ModuleList]:

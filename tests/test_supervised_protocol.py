@@ -22,12 +22,7 @@ def quick(tmp: Path, **kw) -> Config:
     return Config(**base)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_plateau_drop_starts_a_fresh_optimizer_at_the_lower_lr(tmp_path, monkeypatch):
