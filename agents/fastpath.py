@@ -46,12 +46,14 @@ class FastPath:
         self.channels_last = bool(args.channels_last)
         self.overlap = bool(args.overlap_env) and args.num_envs >= 2
         self.fewer_syncs = bool(args.fewer_syncs)
+        self.compile = bool(getattr(args, "compile", False))
         self.pin = self.fewer_syncs and device.type == "cuda"
         self._bad: torch.Tensor | None = None
 
     def describe(self) -> str:
         on = [name for name, flag in (("bf16", self.bf16), ("channels-last", self.channels_last),
-                                      ("overlap-env", self.overlap), ("fewer-syncs", self.fewer_syncs)) if flag]
+                                      ("overlap-env", self.overlap), ("fewer-syncs", self.fewer_syncs),
+                                      ("compile", self.compile)) if flag]
         return "fast path: " + (", ".join(on) if on else "none (plain fp32 path)")
 
     def trunk_precision(self) -> ContextManager[Any]:
@@ -65,6 +67,12 @@ class FastPath:
         agent.trunk_precision = self.trunk_precision
         agent.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         agent.validate_args = not self.fewer_syncs  # Categorical's argument checks sync on CUDA
+        # The compiled function reads the trunk's parameters as they are at each call, so AGS-CL's
+        # in-place prox steps, masks and re-initializations act on it; batch sizes vary (rollout,
+        # minibatch, evaluation), so shapes are dynamic from the start instead of recompiling.
+        # (A bound method, not the compiled module: as an attribute that would become a submodule
+        # and change the agent's state_dict.)
+        agent.trunk_fn = torch.compile(agent.trunk, dynamic=True).__call__ if self.compile else None
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)

@@ -58,6 +58,8 @@ class Agent(nn.Module):
         self.trunk_precision: Callable[[], ContextManager[Any]] = contextlib.nullcontext
         self.memory_format = torch.contiguous_format
         self.validate_args = True
+        self.trunk_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+        """what runs the trunk when set (``torch.compile`` of it, ``--compile``); the trunk module is unchanged"""
 
     def add_head(self, action_count: int) -> int:
         """Append an (actor, critic) pair for a new game; returns its index."""
@@ -71,7 +73,7 @@ class Agent(nn.Module):
         """Trunk features in fp32 (the trunk itself may run under bf16 autocast)."""
         x = (x.float() * self.obs_scale).contiguous(memory_format=self.memory_format)
         with self.trunk_precision():
-            return self.trunk(x).float()
+            return (self.trunk_fn or self.trunk)(x).float()
 
     def get_value(self, x: torch.Tensor, game: int) -> torch.Tensor:
         return self.heads[game][1](self.features(x))

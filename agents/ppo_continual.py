@@ -210,6 +210,12 @@ class Args:
     fewer_syncs: bool = True
     """no per-minibatch host syncs (non-finite loss checked once per epoch, no distribution argument checks); pinned,
     non-blocking host-to-device copies on CUDA"""
+    compile: bool = False
+    """run the trunk through `torch.compile` (inductor; dynamic shapes); off by default: on this 2-core CPU it did
+    not pay (README, Scale); meant for GPUs"""
+    fused_penalty: bool = True
+    """EWC/MAS: add the quadratic penalty's gradient to the weights' gradients with multi-tensor kernels after the
+    backward pass, instead of building it into the loss's autograd graph (the same update, up to float rounding)"""
 
 
 #: Defaults that ``--suite`` changes (explicit flags and presets override them). MinAtar: the
@@ -771,6 +777,8 @@ class Run:
                 b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
 
                 clipfracs = []
+                fused = args.fused_penalty and method.fused_penalty
+                zero = torch.zeros((), device=device)
                 for _epoch in range(args.update_epochs):
                     perm = torch.randperm(self.batch_size, device=device)
                     for start in range(0, self.batch_size, self.minibatch_size):
@@ -794,12 +802,15 @@ class Run:
                         else:
                             v_loss = 0.5 * ((newvalue - b_returns[mb]) ** 2).mean()
                         entropy_loss = entropy.mean()
-                        penalty = method.penalty()
+                        penalty = zero if fused else method.penalty()
                         loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef + penalty
                         if fast.nonfinite(loss):
                             raise NonFiniteLoss(f"non-finite loss ({loss.item()})")
                         optimizer.zero_grad()
                         loss.backward()
+                        if fused:
+                            penalty = method.add_penalty_grad()
+                            loss = loss.detach() + penalty
                         nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                         optimizer.step()
                         method.after_step(lr)

@@ -21,6 +21,10 @@ actor and a critic). The first module of a task's heads is its *output head* (cl
 actor logits): EWC and MAS measure importance through it. ``heads`` is read lazily, so a
 list (or ``nn.ModuleList``) that grows as tasks arrive is fine.
 
+A learner may instead ask a method with ``fused_penalty = True`` to add the penalty's gradient
+to ``p.grad`` right after ``loss.backward()`` (:meth:`ContinualMethod.add_penalty_grad`): the
+same update without an autograd graph for the penalty (the RL agent does, ``--fused-penalty``).
+
 Architectural methods may add optional hooks that learners look up by name: ``parameters()``
 (extra trainable parameters for the optimizer), ``set_epoch_length(batches)`` and
 ``use_task(task)`` (a context manager for evaluation); HAT in ``supervised/hat.py`` does.
@@ -107,6 +111,15 @@ class ContinualMethod:
     def penalty(self) -> torch.Tensor:
         """Differentiable term to add to the task loss (a 0-dim tensor)."""
         return torch.zeros((), device=module_device(self.trunk))
+
+    fused_penalty: bool = False
+    """Whether :meth:`add_penalty_grad` may replace ``penalty()`` in the loss."""
+
+    def add_penalty_grad(self) -> torch.Tensor:
+        """Add ``d penalty / d theta`` to the trunk's ``.grad`` in place (call it after
+        ``loss.backward()`` on a loss without ``penalty()``) and return the penalty's value,
+        detached. Only for methods with ``fused_penalty``."""
+        raise NotImplementedError(f"{self.name} has no fused penalty gradient: add penalty() to the loss")
 
     def after_step(self, lr: float) -> None:
         """Called after every ``optimizer.step()`` with the lr that step used."""

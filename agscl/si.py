@@ -48,6 +48,12 @@ class _PathIntegral(WeightwiseMethod):
     """Keeps ``_prev`` (parameters before the current step) and accumulates per-step terms of
     the task-loss gradient (``p.grad`` minus the penalty's share, recorded by :meth:`penalty`)."""
 
+    fused_penalty = False  # the path integral taps the penalty's gradient through autograd
+
+    def add_penalty_grad(self) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name} has no fused penalty gradient: add penalty() to the loss "
+                                  "(its path integral separates the penalty's share of the gradient there)")
+
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], *, lam: float) -> None:
         super().__init__(trunk, heads, lam=lam)
         self._prev: list[torch.Tensor] | None = None

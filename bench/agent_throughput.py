@@ -15,9 +15,10 @@ Configurations are interleaved over ``--rounds`` and the median is reported: abs
 a shared machine are noise, the ratios are the result.
 
 ``--mode parts``: the per-part costs behind the README's Scale section, in milliseconds, plain
-vs fast: an 8-env environment step, inference on the rollout batch, one minibatch update
-(forward, backward, clip, Adam), the AGS-CL prox step and masks, the EWC penalty (forward and
-backward); for the Nature CNN at 8 envs / 256-observation minibatches and for ``--preset
+vs fast (and fast with ``--compile``, compile time apart): an 8-env environment step, inference on
+the rollout batch, one minibatch update
+(forward, backward, clip, Adam), the AGS-CL prox step and masks, the EWC penalty (through
+autograd, and fused: ``add_penalty_grad``); for the Nature CNN at 8 envs / 256-observation minibatches and for ``--preset
 paper`` (4x-wide trunk, 128 envs, 128-observation minibatches).
 
 ``--mode learning``: short runs, fast path (every flag on, bf16 forced on even where ``auto``
@@ -65,6 +66,11 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     **{f: tuple(a for g in FLAGS for a in (ON[g] if g == f else OFF[g])) for f in FLAGS},
     "defaults": (),
 }
+#: regularizer-cost labels that are not plain method names: (method, extra flags)
+REGULARIZER_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ewc_autograd": ("ewc", ("--no-fused-penalty",)),
+    "mas_autograd": ("mas", ("--no-fused-penalty",)),
+}
 
 
 @dataclass
@@ -77,8 +83,9 @@ class BenchArgs:
     """PPO updates (of 8 x 128 steps) per timed run"""
     rounds: int = 3
     """interleaved repetitions; the median per configuration is reported"""
-    methods: tuple[str, ...] = ("finetune", "agscl", "ewc", "mas")
-    """regularizer cost: methods timed in game 2 of a two-game Atari run on the default path"""
+    methods: tuple[str, ...] = ("finetune", "agscl", "ewc", "mas", "ewc_autograd", "mas_autograd")
+    """regularizer cost: methods timed in game 2 of a two-game Atari run on the default path (`*_autograd`: the
+    penalty through the loss's autograd graph, `--no-fused-penalty`)"""
     regularizer_games: tuple[str, str] = ("StarGunner", "Boxing")
     env_seconds: float = 4.0
     """how long to time the environment alone, per round"""
@@ -150,7 +157,8 @@ def speed(args: BenchArgs) -> dict:
                     samples[suite][config].append(train_sps(argv, 0))
                     print(f"round {r + 1}/{args.rounds} {suite} {config}: {samples[suite][config][-1]:.0f} steps/s", flush=True)
             for method in args.methods:
-                argv = run_argv("atari", args.regularizer_games, 2 * batch, method, (), runs_dir, f"reg_{method}_{r}",
+                real, flags = REGULARIZER_VARIANTS.get(method, (method, ()))
+                argv = run_argv("atari", args.regularizer_games, 2 * batch, real, flags, runs_dir, f"reg_{method}_{r}",
                                 threads=args.torch_threads)
                 reg[method].append(train_sps(argv, 1))
                 print(f"round {r + 1}/{args.rounds} regularizer {method}: {reg[method][-1]:.0f} steps/s", flush=True)
@@ -219,12 +227,20 @@ def parts(args: BenchArgs) -> dict:
             opt.step()
 
         row: dict[str, float] = {}
-        for path, on in (("plain", False), ("fast", True)):
+        paths = [("plain", False, False), ("fast", True, False)] + ([] if args.smoke else [("fast_compiled", True, True)])
+        for path, on, compiled in paths:
             flags = SimpleNamespace(bf16="on" if on else "off", channels_last=on, overlap_env=False, fewer_syncs=on,
-                                    num_envs=rollout)
+                                    num_envs=rollout, compile=compiled)
             FastPath(flags, device).apply(agent)
+            if compiled:  # compilation itself, once per shape family, outside the timings
+                start = time.perf_counter()
+                infer()
+                update()
+                row["compile_seconds"] = time.perf_counter() - start
             row[f"inference_{rollout}_{path}"] = _ms(infer, repeats)
             row[f"update_{minibatch}_{path}"] = _ms(update, repeats)
+        FastPath(SimpleNamespace(bf16="off", channels_last=False, overlap_env=False, fewer_syncs=False,
+                                 num_envs=rollout), device).apply(agent)
         ags = AGSCL(agent.trunk, agent.heads, mu=0.1, lam=100.0, rho=0.3, init_fn=layer_init, seed=0)
         ags.begin_task(0)
         ags.end_task(0, [obs[:64].float() / 255.0])
@@ -237,6 +253,9 @@ def parts(args: BenchArgs) -> dict:
             ewc.penalty().backward()
 
         row["ewc_penalty_fwd_bwd"] = _ms(ewc_penalty, repeats)
+        for p in ewc.params():
+            p.grad = torch.zeros_like(p)
+        row["ewc_penalty_fused"] = _ms(ewc.add_penalty_grad, repeats)
         report["networks"][label] = row
         print(f"\n{label} (rollout batch {rollout}, minibatch {minibatch}):")
         for key, value in row.items():

@@ -3,13 +3,15 @@
     python bench/continual_minatar.py                 # the README table: about an hour on 2 cores
     python bench/continual_minatar.py --smoke         # the pipeline in about a minute (CI size)
 
-Every (method, seed) is one ordinary run of ``agents/ppo_continual.py --suite minatar`` under
-``--runs-dir`` (resume, plots and TensorBoard work on it unchanged), ``--jobs`` of them at a
-time, each with one torch thread. A finished run is skipped and an interrupted one resumed
-when the benchmark is started again. When all are done, :mod:`agents.aggregate` prints and
-saves (``--out-dir``): the score matrix per method (mean over seeds), the average final
-return, the accumulated normalized return with fine-tuning as the reference, P, S and
-forgetting, each with a 95% bootstrap interval over seeds, and a Figure-7-like plot with bands.
+Every (method, seed) is one ordinary run of ``agents/ppo_continual.py --suite minatar``, run as
+one sweep (:mod:`sweep`: Ray with one CPU and one torch thread per run, as many at a time as
+the machine has cores; ``--engine sequential`` without Ray) in ``--runs-dir`` (resume, plots and
+TensorBoard work on each run unchanged; the trainers' logs are in ``<runs-dir>/logs``). A
+finished run is skipped and an interrupted one resumed when the benchmark is started again.
+When all are done, :mod:`agents.aggregate` prints and saves (``--out-dir``): the score matrix
+per method (mean over seeds), the average final return, the accumulated normalized return with
+fine-tuning as the reference, P, S and forgetting, each with a 95% bootstrap interval over
+seeds, and a Figure-7-like plot with bands.
 
 Method settings (fixed before the runs, not tuned on them):
 - ``agscl``: mu 1, lambda 100 on plain-mean Omega, rho 0.3, eta 0.9, prox once per PPO epoch;
@@ -21,15 +23,13 @@ Method settings (fixed before the runs, not tuned on them):
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import shutil
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Literal, Optional
 
 import tyro
 
@@ -37,7 +37,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from agents.aggregate import aggregate, draw, jsonable, markdown  # noqa: E402
-from agents.results import RESULTS_FILE, write_json_atomic  # noqa: E402
+from agents.results import write_json_atomic  # noqa: E402
+from sweep.engine import EngineOptions, run_sweep  # noqa: E402
+from sweep.spec import Spec, SweepError  # noqa: E402
 
 #: Grid labels -> agent flags. ``finetune`` is the reference and must stay in the grid.
 METHODS: dict[str, list[str]] = {
@@ -63,10 +65,10 @@ class BenchArgs:
     """evaluate all games learned so far every this many steps"""
     eval_episodes: int = 30
     """whole games per evaluation (and for the random-policy score)"""
-    jobs: int = 2
-    """runs at a time (one torch thread each)"""
+    engine: Literal["auto", "ray", "sequential"] = "auto"
+    """the sweep's engine: auto is Ray when installed (one CPU per run), else one run after the other"""
     runs_dir: str = "runs/continual_minatar"
-    """where the runs go (one directory per method and seed)"""
+    """the sweep directory: one run directory per method and seed, the trainers' logs in logs/"""
     out_dir: str = "bench/results"
     """where the table (.md, .json) and the figure (.png) go"""
     smoke: bool = False
@@ -75,48 +77,17 @@ class BenchArgs:
     """file stem of the outputs (default continual_minatar, or continual_minatar_smoke)"""
 
 
-def run_command(args: BenchArgs, label: str, seed: int) -> list[str]:
-    cmd = [sys.executable, os.path.join(ROOT, "agents", "ppo_continual.py"), "--suite", "minatar",
-           "--games", *args.games, "--seed", str(seed), "--steps-per-game", str(args.steps_per_game),
-           "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
-           "--random-episodes", str(args.eval_episodes), "--eval-envs", "16", "--torch-threads", "1",
-           "--runs-dir", args.runs_dir, "--run-name", f"{label}__s{seed}", *METHODS[label]]
+def spec(args: BenchArgs) -> Spec:
+    """The benchmark as a sweep: each label a variant (a method with its fixed flags), same seeds."""
+    flags = ["--suite", "minatar", "--games", *args.games, "--steps-per-game", str(args.steps_per_game),
+             "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
+             "--random-episodes", str(args.eval_episodes), "--eval-envs", "16", "--torch-threads", "1"]
     if args.smoke:
-        cmd += ["--num-envs", "4", "--num-steps", "64", "--eval-max-frames", "500", "--importance-obs", "256"]
-    return cmd
-
-
-def status(run_dir: str) -> str:
-    """``finished``, ``resume`` (a checkpoint to continue from) or ``new``."""
-    try:
-        with open(os.path.join(run_dir, RESULTS_FILE)) as f:
-            if json.load(f)["progress"]["status"] == "finished":
-                return "finished"
-    except (OSError, ValueError, KeyError):
-        pass
-    return "resume" if os.path.isfile(os.path.join(run_dir, "ckpt", "latest.pt")) else "new"
-
-
-def launch(args: BenchArgs, label: str, seed: int) -> tuple[str, int, float]:
-    run_dir = os.path.join(args.runs_dir, f"{label}__s{seed}")
-    state = status(run_dir)
-    if state == "finished":
-        print(f"[skip] {label} seed {seed}: finished", flush=True)
-        return run_dir, 0, 0.0
-    if state == "resume":
-        cmd = [sys.executable, os.path.join(ROOT, "agents", "ppo_continual.py"), "--resume", run_dir]
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)  # killed before its first checkpoint: start over
-        cmd = run_command(args, label, seed)
-    os.makedirs(os.path.join(args.runs_dir, "logs"), exist_ok=True)
-    log = os.path.join(args.runs_dir, "logs", f"{label}__s{seed}.log")
-    print(f"[start] {label} seed {seed} ({state}): log {log}", flush=True)
-    t0 = time.time()
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    with open(log, "a") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
-    print(f"[{'done' if rc == 0 else f'FAILED rc={rc}'}] {label} seed {seed} in {time.time() - t0:.0f}s", flush=True)
-    return run_dir, rc, time.time() - t0
+        flags += ["--num-envs", "4", "--num-steps", "64", "--eval-max-frames", "500", "--importance-obs", "256"]
+    variants = {label: (METHODS[label][1], METHODS[label][2:]) for label in args.methods}
+    # No --reference-run: agents.aggregate normalizes every run by the grid's fine-tuning runs at
+    # the end, so no run waits for another (and a smoke-sized reference need not beat random).
+    return Spec("rl", list(args.methods), list(args.seeds), flags=flags, variants=variants, reference=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,20 +107,28 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print('continual_minatar: error: needs the optional extra: pip install -e ".[minatar]"', file=sys.stderr)
         return 2
-    grid = [(m, s) for s in args.seeds for m in args.methods]
+    grid = spec(args)
     t0 = time.time()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        outcomes = list(pool.map(lambda job: launch(args, *job), grid))
-    failed = [d for d, rc, _ in outcomes if rc != 0]
-    if failed:
-        print(f"continual_minatar: error: {len(failed)} runs failed ({', '.join(failed)}): see their logs; "
-              "start the benchmark again to resume them", file=sys.stderr)
+    try:
+        grid.check()
+        with contextlib.redirect_stdout(sys.stderr):  # the sweep's state lines; stdout is the table
+            result = run_sweep(grid, Path(args.runs_dir), EngineOptions(args.engine, progress=False))
+    except SweepError as exc:
+        print(f"continual_minatar: error: {exc}", file=sys.stderr)
+        return 2
+    if not result.ok:
+        failed = [n for n, o in result.outcomes.items() if o.state not in ("finished", "skipped")]
+        print(f"continual_minatar: error: {len(failed)} runs failed ({', '.join(failed)}): see their logs in "
+              f"{result.sweep_dir / 'logs'}; start the benchmark again to resume them", file=sys.stderr)
         return 1
-    runs, summary = aggregate([d for d, _, _ in outcomes], [m for m, _ in grid])
+    skipped = sum(o.state == "skipped" for o in result.outcomes.values())
+    print(f"{len(result.trials)} runs ({skipped} finished earlier, skipped) in {result.seconds / 60:.1f} min, "
+          f"engine {result.engine}", flush=True)
+    runs, summary = aggregate([t.run_dir for t in result.trials], [t.label for t in result.trials])
     summary["command"] = "python bench/continual_minatar.py " + " ".join(argv if argv is not None else sys.argv[1:])
     summary["wall_seconds"] = time.time() - t0
     summary["settings"] = {"games": list(args.games), "seeds": list(args.seeds), "steps_per_game": args.steps_per_game,
-                           "methods": {m: METHODS[m] for m in args.methods}}
+                           "methods": {m: METHODS[m] for m in args.methods}, "engine": result.engine}
     name = args.name or ("continual_minatar_smoke" if args.smoke else "continual_minatar")
     os.makedirs(args.out_dir, exist_ok=True)
     table = markdown(summary)

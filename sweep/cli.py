@@ -34,6 +34,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--grid", action="append", default=[], metavar="[METHOD.]KEY=V1,V2",
                    help="trainer flag values to expand (repeatable); METHOD. limits it to one method")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=METHOD FLAGS",
+                   help="a named flag set of a method, listed in --methods like a method (repeatable), e.g. "
+                        "'agscl_no_reinit=agscl --no-zero-init --no-rand-init'")
     p.add_argument("--dir", help="sweep directory (default runs/sweeps/<config name or 'sweep'>); re-running resumes it")
     p.add_argument("--engine", default="auto", choices=("auto", "ray", "sequential"), help="auto: ray when installed")
     p.add_argument("--address", help="Ray cluster to use (auto, or host:port of `ray start --head`); default: a local instance")
@@ -101,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         file = load_toml(args.config) if args.config else {}
         if args.retries < 0 or args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
             raise SweepError("--retries must be >= 0, --cpus-per-trial > 0 and --gpus-per-trial >= 0")
-        spec = build_spec(file, args.trainer, args.methods, args.seeds, args.grid, passed)
+        spec = build_spec(file, args.trainer, args.methods, args.seeds, args.grid, passed, args.variant)
         spec.reference = not args.no_reference
         engine = EngineOptions(args.engine, args.address, args.cpus_per_trial, args.gpus_per_trial, args.retries,
                                not args.no_progress)

@@ -137,7 +137,7 @@ def _check_same_sweep(sweep_dir: Path, previous: dict[str, dict[str, Any]], tria
 
 def _write_state(path: Path, spec: Spec, trials: list[Trial], progress: Progress, engine: str,
                  previous: dict[str, dict[str, Any]]) -> None:
-    current = [{"name": t.name, "method": t.method, "seed": t.seed, "params": dict(t.params), "label": t.label,
+    current = [{"name": t.name, "method": t.method, "variant": t.variant, "seed": t.seed, "params": dict(t.params), "label": t.label,
                 "reference": t.reference, "flags": list(t.flags),
                 "command": command(t, path.parent, False)[1:], **progress.states[t.name]} for t in trials]
     names = {t.name for t in trials}

@@ -103,7 +103,7 @@ def _check(spec: Spec, options: SearchOptions) -> None:
 def _config_trials(spec: Spec, method: str, config: dict[str, Any], sweep_dir: Path) -> list[Trial]:
     """The trials of one configuration (every seed), pointing at the fine-tuning references."""
     one = replace(spec, methods=["finetune", method], method_grid={method: {k: [v] for k, v in config.items()}})
-    return [t for t in one.trials(sweep_dir) if t.method == method]
+    return [t for t in one.trials(sweep_dir) if (t.variant or t.method) == method]
 
 
 def evaluate_config(config: dict[str, Any], spec: Spec, method: str, launch: LaunchOptions, objective: str,

@@ -15,9 +15,13 @@ TOML form (every key optional except ``trainer``)::
     [grid.agscl]                        # only for agscl
     mu = [1, 10]
     lam = [100, 400]
+    [variants.agscl_no_reinit]          # a named flag set, listed in `methods` like a method
+    method = "agscl"
+    flags = {zero_init = false, rand_init = false}
 
 Flag form: ``--trainer supervised --methods finetune agscl --seeds 0 1 --grid lr=0.001,0.0003
---grid agscl.mu=1,10 -- --benchmark split_digits --epochs 1``.
+--grid agscl.mu=1,10 -- --benchmark split_digits --epochs 1``; a variant is
+``--variant "agscl_no_reinit=agscl --no-zero-init --no-rand-init"``.
 """
 
 from __future__ import annotations
@@ -116,11 +120,13 @@ class Trial:
     run_dir: str
     reference: str | None = None
     """name of the fine-tuning trial this one is measured against"""
+    variant: str | None = None
+    """name of the variant (a named flag set of :attr:`method`) this trial runs, if any"""
 
     @property
     def label(self) -> str:
-        """The group of this trial over seeds: method plus grid values."""
-        return " ".join([self.method, *(f"{k}={_short(v)}" for k, v in self.params)])
+        """The group of this trial over seeds: method (or variant) plus grid values."""
+        return " ".join([self.variant or self.method, *(f"{k}={_short(v)}" for k, v in self.params)])
 
     def argv(self, sweep_dir: Path) -> list[str]:
         """Flags of a fresh run (the module is :attr:`Trainer.module`)."""
@@ -144,6 +150,14 @@ class Spec:
     flags: list[str] = field(default_factory=list)
     reference: bool = True
     """measure other methods against the fine-tuning trial of the same seed (when the sweep has one)"""
+    variants: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    """named flag sets, name -> (method, extra trainer flags); a name is listed in ``methods``
+    (and may key ``method_grid``) like a method: an ablation, or one method's fixed settings"""
+
+    def resolve(self, name: str) -> tuple[str, list[str]]:
+        """The trainer method and extra flags of a name in ``methods`` (a method or a variant)."""
+        method, flags = self.variants.get(name, (name, []))
+        return method, list(flags)
 
     def check(self) -> None:
         """Everything that can be checked without running a trial; ``SweepError`` on bad input."""
@@ -156,15 +170,25 @@ class Spec:
         if len(set(self.seeds)) != len(self.seeds) or any(not isinstance(s, int) or s < 0 for s in self.seeds):
             raise SweepError(f"seeds {self.seeds} must be distinct integers >= 0")
         valid = TRAINERS[self.trainer].methods()
-        unknown = [m for m in [*self.methods, *self.method_grid] if m not in valid]
+        for name, (method, _) in self.variants.items():
+            if method not in valid:
+                raise SweepError(f"variant {name!r}: unknown {self.trainer} method {method!r}: valid choices are {', '.join(valid)}")
+            if name in valid and name != method:
+                raise SweepError(f"variant {name!r} runs {method!r}: a variant may not take another method's name")
+            if not name or _safe(name) != name:
+                raise SweepError(f"variant name {name!r}: use only letters, digits and . _ + -")
+        unknown = [m for m in [*self.methods, *self.method_grid] if m not in valid and m not in self.variants]
         if unknown:
-            raise SweepError(f"unknown {self.trainer} method {unknown[0]!r}: valid choices are {', '.join(valid)}")
+            choices = [*valid, *(v for v in self.variants if v not in valid)]
+            raise SweepError(f"unknown {self.trainer} method {unknown[0]!r}: valid choices are {', '.join(choices)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise SweepError(f"methods {self.methods} list a name twice")
         for scope in [self.grid, *self.method_grid.values()]:
             for key, values in scope.items():
                 if not values:
                     raise SweepError(f"grid key {key!r} has no values")
         reserved = {"--seed", "--method", "--run-name", "--runs-dir", "--resume", "--overwrite"}
-        clash = [f for f in self.flags if f.split("=")[0] in reserved]
+        clash = [f for f in [*self.flags, *(t for _, fl in self.variants.values() for t in fl)] if f.split("=")[0] in reserved]
         keys = [k for scope in [self.grid, *self.method_grid.values()] for k in scope]
         clash += ["--" + k.replace("_", "-") for k in keys if "--" + k.replace("_", "-") in reserved]
         if clash:
@@ -174,27 +198,29 @@ class Spec:
         """The full grid, fine-tuning first; other methods point at the fine-tuning trial of
         the same seed and shared settings, when the sweep has one."""
         sweep_dir = Path(sweep_dir).resolve()
-        methods = sorted(self.methods, key=lambda m: m != "finetune")
+        names = sorted(self.methods, key=lambda m: m != "finetune")
         out: list[Trial] = []
         finetune: dict[tuple[Any, ...], str] = {}
-        for method in methods:
-            scoped = self.method_grid.get(method, {})
+        for label in names:
+            method, extra = self.resolve(label)
+            scoped = self.method_grid.get(label, {})
             keys = [*self.grid, *scoped]
             values = [*self.grid.values(), *scoped.values()]
             for combo in itertools.product(*values):
                 params = tuple(zip(keys, combo))
                 shared = params[: len(self.grid)]
                 for seed in self.seeds:
-                    name = _safe("_".join([method, *(f"{k.replace('_', '-')}{_short(v)}" for k, v in params), f"seed{seed}"]))
-                    flags = [*self.flags, "--method", method, "--seed", str(seed)]
+                    name = _safe("_".join([label, *(f"{k.replace('_', '-')}{_short(v)}" for k, v in params), f"seed{seed}"]))
+                    flags = [*self.flags, *extra, "--method", method, "--seed", str(seed)]
                     for key, value in params:
                         flags += to_flags(key, value)
-                    trial = Trial(name, self.trainer, method, seed, params, tuple(flags), str(sweep_dir / name))
+                    trial = Trial(name, self.trainer, method, seed, params, tuple(flags), str(sweep_dir / name),
+                                  variant=label if label in self.variants else None)
                     label_flag = TRAINERS[self.trainer].label_flag
-                    if params and label_flag and label_flag not in self.flags:
+                    if (params or trial.variant) and label_flag and label_flag not in self.flags:
                         trial = replace(trial, flags=(*trial.flags, label_flag, trial.label))
                     key = (seed, shared)
-                    if method == "finetune":
+                    if label == "finetune":
                         finetune.setdefault(key, name)
                     elif key in finetune and self.reference:
                         trial = replace(trial, reference=finetune[key])
@@ -237,7 +263,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """The sweep fields of a TOML file (``trainer, methods, seeds, grid, method_grid, flags, search``)."""
+    """The sweep fields of a TOML file (``trainer, methods, seeds, grid, method_grid, flags, variants, search``)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -245,7 +271,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise SweepError(f"cannot read {str(path)!r}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SweepError(f"{str(path)!r} is not valid TOML: {exc}") from None
-    known = {"trainer", "methods", "seeds", "grid", "flags", "search"}
+    known = {"trainer", "methods", "seeds", "grid", "flags", "variants", "search"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise SweepError(f"{str(path)!r}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -264,11 +290,32 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         else:
             grid[key] = _as_list(value)
     out["grid"], out["method_grid"] = grid, method_grid
+    variants: dict[str, tuple[str, list[str]]] = {}
+    for name, table in data.get("variants", {}).items():
+        where = f"{str(path)!r} [variants.{name}]"
+        if not isinstance(table, dict) or not isinstance(table.get("method"), str) or set(table) - {"method", "flags"}:
+            raise SweepError(f"{where}: expected `method = \"...\"` and optionally `flags`")
+        variants[name] = (table["method"], _flag_tokens(table.get("flags", []), where))
+    out["variants"] = variants
     return out
 
 
+def parse_variant_flag(text: str) -> tuple[str, tuple[str, list[str]]]:
+    """``NAME=METHOD --flag value ...`` -> (name, (method, flags))."""
+    import shlex
+
+    name, _, rest = text.partition("=")
+    try:
+        tokens = shlex.split(rest)
+    except ValueError as exc:
+        raise SweepError(f"--variant {text!r}: {exc}") from None
+    if not name or not tokens:
+        raise SweepError(f"--variant {text!r}: expected NAME=METHOD --flag value ...")
+    return name, (tokens[0], tokens[1:])
+
+
 def build_spec(file: dict[str, Any], trainer: str | None, methods: Sequence[str] | None, seeds: Sequence[int] | None,
-               grid_flags: Sequence[str], flags: Sequence[str]) -> Spec:
+               grid_flags: Sequence[str], flags: Sequence[str], variant_flags: Sequence[str] = ()) -> Spec:
     """Merge a TOML file's fields with command-line ones (the command line wins, grids add up)."""
     grid = dict(file.get("grid", {}))
     method_grid = {m: dict(g) for m, g in file.get("method_grid", {}).items()}
@@ -282,6 +329,7 @@ def build_spec(file: dict[str, Any], trainer: str | None, methods: Sequence[str]
         grid=grid,
         method_grid=method_grid,
         flags=[*file.get("flags", []), *flags],
+        variants={**file.get("variants", {}), **dict(parse_variant_flag(t) for t in variant_flags)},
     )
     if not spec.trainer:
         raise SweepError("no trainer: give --trainer rl|supervised or `trainer = ...` in the TOML file")

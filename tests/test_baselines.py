@@ -194,6 +194,52 @@ def test_ewc_penalties_match_hand_computation():
     assert per.stored_floats() == 2 * n
 
 
+@pytest.mark.parametrize("name", ("ewc", "online_ewc", "mas"))
+def test_fused_penalty_gradient_equals_autograd_of_the_penalty(name):
+    """``add_penalty_grad`` after ``backward`` of the task loss gives the same ``.grad`` (and
+    penalty value) as ``backward`` of task loss + ``penalty()``; it adds to gradients already
+    there and creates those that are missing."""
+    trunk, heads = tiny_model(seed=3)
+    method = make_method(name, trunk, heads, lam=2.5)
+    gen = torch.Generator().manual_seed(5)
+    for task in range(2):
+        with torch.no_grad():
+            for p in trunk.parameters():
+                p.add_(0.3 * torch.randn(p.shape, generator=gen))
+        torch.manual_seed(task)
+        method.end_task(task, [torch.randn(16, 4, generator=gen)])
+    with torch.no_grad():
+        for p in trunk.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    x = torch.randn(8, 4, generator=gen)
+    params = trunk_params(trunk)
+
+    def task_loss() -> torch.Tensor:
+        return heads[1](trunk.eval()(x)).square().mean()
+
+    reference = torch.autograd.grad(task_loss() + method.penalty(), params)
+    expected_value = method.penalty().detach()
+    for p in params:
+        p.grad = None
+    task_loss().backward()
+    params[0].grad = None  # a parameter without a gradient yet gets the penalty's alone
+    value = method.add_penalty_grad()
+    assert method.fused_penalty
+    torch.testing.assert_close(value, expected_value)
+    assert value.item() > 0 and not value.requires_grad
+    assert_lists_close([p.grad for p in params[1:]], [g for g in reference[1:]])
+    penalty_only = torch.autograd.grad(method.penalty(), params[0])[0]
+    torch.testing.assert_close(params[0].grad, penalty_only)
+
+
+def test_methods_without_a_fused_penalty_say_so():
+    trunk, heads = tiny_model()
+    for method in (SI(trunk, heads, lam=1.0), RWALK(trunk, heads, lam=1.0), FineTune(trunk, heads)):
+        assert not method.fused_penalty
+        with pytest.raises(NotImplementedError, match="penalty"):
+            method.add_penalty_grad()
+
+
 # -- path integrals ------------------------------------------------------------------------------
 
 

@@ -205,3 +205,57 @@ def test_split_env_one_part_is_the_plain_env_and_halves_step_separately():
 def test_progress_line_gives_steps_per_second_and_both_etas():
     assert progress_line(1000.0, 500_000, 8_000_000) == "SPS=1000 ETA game 8m20s sequence 2h13m"
     assert [duration(s) for s in (5, 61, 3 * 3600 + 300, 2.6 * 86_400, float("inf"))] == ["5s", "1m01s", "3h05m", "2d14h", "?"]
+
+
+def test_fused_penalty_trains_like_the_penalty_in_the_loss(tmp_path):
+    """EWC over two games with the penalty's gradient added after backward (default) and through
+    the loss (``--no-fused-penalty``): game 1 (no penalty yet) is bit-equal, game 2 ends within
+    float rounding, and the penalty that both log is the same and positive."""
+    ewc = ["--games", "Breakout", "Asterix", "--method", "ewc", "--ewc-lambda", "1e4", *PLAIN]
+    fused = run(tmp_path, "fused", *ewc)
+    autograd = run(tmp_path, "autograd", *ewc, "--no-fused-penalty")
+    game0 = [torch.load(tmp_path / n / "ckpt" / "game0.pt", weights_only=True)["agent"] for n in ("fused", "autograd")]
+    moved = 0.0
+    for key, value in fused["agent"].items():
+        torch.testing.assert_close(value, autograd["agent"][key], rtol=1e-4, atol=1e-5)
+        if key in game0[0]:  # the second game's head is new in game 2
+            assert torch.equal(game0[0][key], game0[1][key]), key
+            moved = max(moved, float((value - game0[0][key]).abs().max()))
+    assert moved > 1e-3  # game 2 did train: the comparison above is not between untouched weights
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    penalties = []
+    for name in ("fused", "autograd"):
+        events = EventAccumulator(str(tmp_path / name)).Reload()
+        penalties.append([e.value for e in events.Scalars("losses/penalty")])
+    assert penalties[0][-1] > 0 and penalties[0] == pytest.approx(penalties[1], rel=1e-3, abs=1e-9)
+
+
+def test_compiled_trunk_sees_in_place_weight_edits_and_keeps_the_state_dict():
+    """``--compile`` runs the trunk through torch.compile: its output equals the eager trunk's,
+    also after the in-place edits AGS-CL makes (a zeroed row), and the agent's parameters and
+    state_dict keys are unchanged (checkpoints load either way)."""
+    from types import SimpleNamespace
+
+    from agents.fastpath import FastPath
+    from agents.network import Agent
+
+    torch.manual_seed(0)
+    agent = Agent((16,), 128, "minatar")
+    agent.add_head(3)
+    keys = list(agent.state_dict())
+    flags = SimpleNamespace(bf16="off", channels_last=False, overlap_env=False, fewer_syncs=False, num_envs=4, compile=True)
+    fast = FastPath(flags, torch.device("cpu"))
+    fast.apply(agent)
+    assert "compile" in fast.describe() and agent.trunk_fn is not None
+    x = torch.randint(0, 2, (8, 10, 10, 10), dtype=torch.uint8)
+    eager = agent.trunk(x.float())
+    torch.testing.assert_close(agent.features(x), eager)
+    with torch.no_grad():
+        agent.trunk[0].weight[3].zero_()
+        agent.trunk[0].bias[3] = -1.0
+    edited = agent.trunk(x.float())
+    assert not torch.allclose(edited, eager)
+    torch.testing.assert_close(agent.features(x), edited)
+    torch.testing.assert_close(agent.features(x[:5]), agent.trunk(x[:5].float()))  # another batch size
+    assert list(agent.state_dict()) == keys

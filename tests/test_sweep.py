@@ -208,6 +208,10 @@ def test_killed_sweep_skips_finished_trials_and_resumes_the_interrupted_one(tmp_
     (["--trainer", "supervised", "--methods", "agscl", "--seeds", "1", "1"], "must be distinct"),
     (["--trainer", "supervised", "--methods", "agscl", "--engine", "warp"], "invalid choice: 'warp'"),
     (["--config", "/nonexistent/sweep.toml"], "cannot read"),
+    (["--trainer", "rl", "--methods", "mas", "--variant", "mas=ewc --ewc-lambda 1"], "may not take another method's name"),
+    (["--trainer", "rl", "--methods", "strong", "--variant", "strong=chess --mu 3"], "unknown rl method 'chess'"),
+    (["--trainer", "rl", "--methods", "x", "--variant", "x=agscl --seed 3"], "--seed is set by the sweep itself"),
+    (["--trainer", "rl", "--methods", "ewc", "--variant", "=ewc"], "expected NAME=METHOD"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_path):
     assert main(["--dir", str(tmp_path / "s"), *argv]) == 2
@@ -223,6 +227,29 @@ def test_bad_trainer_flag_stops_the_sweep_with_the_trainers_line(tmp_path):
     assert proc.returncode == 2
     assert err.count("\n") == 1 and "trial finetune_seed0: error: epochs=0 must be >= 1" in err
     assert "agscl_seed0" not in out  # nothing ran after the bad input
+
+
+def test_variants_are_named_flag_sets_run_and_labelled_like_methods(tmp_path):
+    """A TOML variant and a command-line one expand to trials of their method with their flags,
+    named and labelled by the variant, measured against the plain fine-tuning trial."""
+    from sweep.spec import build_spec, load_toml
+
+    config = tmp_path / "v.toml"
+    config.write_text('trainer = "rl"\nmethods = ["finetune", "agscl", "agscl_no_reinit"]\nseeds = [4]\n'
+                      'flags = ["--suite", "minatar"]\n[variants.agscl_no_reinit]\nmethod = "agscl"\n'
+                      'flags = {zero_init = false, rand_init = false}\n[grid.agscl_no_reinit]\nmu = [2.0]\n')
+    spec = build_spec(load_toml(config), None, ["finetune", "agscl", "agscl_no_reinit", "strong_ewc"], None, [], [],
+                      ["strong_ewc=ewc --ewc-lambda '1e5'"])
+    trials = {t.name: t for t in spec.trials(tmp_path / "s")}
+    assert set(trials) == {"finetune_seed4", "agscl_seed4", "agscl_no_reinit_mu2_seed4", "strong_ewc_seed4"}
+    ablation, strong = trials["agscl_no_reinit_mu2_seed4"], trials["strong_ewc_seed4"]
+    assert ablation.method == "agscl" and ablation.label == "agscl_no_reinit mu=2"
+    assert ablation.flags == ("--suite", "minatar", "--no-zero-init", "--no-rand-init", "--method", "agscl",
+                              "--seed", "4", "--mu", "2.0")
+    assert strong.method == "ewc" and strong.label == "strong_ewc"
+    assert strong.flags[-6:] == ("--ewc-lambda", "1e5", "--method", "ewc", "--seed", "4")
+    assert trials["agscl_seed4"].variant is None and trials["agscl_seed4"].label == "agscl"
+    assert {t.reference for n, t in trials.items() if n != "finetune_seed4"} == {"finetune_seed4"}
 
 
 RANDOM = {"A": 2.0, "B": 4.0}
