@@ -70,7 +70,13 @@ def init_ray(options: EngineOptions) -> None:
             ray.shutdown()
             if attempt == 2 or options.address:
                 where = options.address or "a local instance"
-                raise RuntimeError(f"could not start Ray ({where}): {str(exc).splitlines()[0]}") from None
+                hint = ""
+                if options.address and not os.environ.get("RAY_AUTH_MODE"):
+                    # Ray >= 2.59 starts `ray start --head` with token authentication, but a client
+                    # of a remote address sends the token only with RAY_AUTH_MODE=token (Ray 2.60).
+                    hint = ("; if the cluster uses token authentication (the default of `ray start` since Ray 2.59), "
+                            "set RAY_AUTH_MODE=token, with its token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
+                raise RuntimeError(f"could not start Ray ({where}): {str(exc).splitlines()[0]}{hint}") from None
 
 
 class Progress:

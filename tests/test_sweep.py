@@ -304,3 +304,26 @@ def test_rl_table_metrics_and_bootstrap_intervals(tmp_path):
     assert "| agscl | 4 |" in text and (tmp_path / "report" / "continual_plot.png").exists()
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["methods"]["agscl"]["metrics"]["S"][0] == pytest.approx(np.mean([((6 - s) / 6 + 1) / 2 for s in range(4)]))
+
+def test_a_refused_cluster_address_names_the_token_setting(monkeypatch):
+    """Ray >= 2.59 starts `ray start --head` with token authentication; a client of a remote
+    address sends no token without RAY_AUTH_MODE=token, and the error says what to set."""
+    from sweep.engine import EngineOptions, init_ray
+
+    calls = []
+
+    def refuse(**kwargs):
+        calls.append(kwargs["address"])
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.7:6379\nmore")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(RuntimeError) as caught:
+        init_ray(EngineOptions(address="10.0.0.7:6379"))
+    assert calls == ["10.0.0.7:6379"]  # a cluster is not retried like a local start
+    message = str(caught.value)
+    assert "could not start Ray (10.0.0.7:6379): Failed to connect" in message and "RAY_AUTH_MODE=token" in message
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    with pytest.raises(RuntimeError) as caught:
+        init_ray(EngineOptions(address="10.0.0.7:6379"))
+    assert "RAY_AUTH_MODE" not in str(caught.value)
