@@ -259,7 +259,7 @@ def parts(args: BenchArgs) -> dict:
         report["networks"][label] = row
         print(f"\n{label} (rollout batch {rollout}, minibatch {minibatch}):")
         for key, value in row.items():
-            print(f"  {key:28s} {value:8.2f} ms")
+            print(f"  {key:28s} {value:8.2f} {'s' if key.endswith('_seconds') else 'ms'}")
     step_rate = env_alone("atari", args.games[0], 8, args.env_seconds)
     report["env_step_8_envs_ms"] = 8e3 / step_rate
     report["env_steps_per_s_8_envs"] = step_rate
