@@ -20,13 +20,12 @@ shows the spread of the seeds, not a population guarantee.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from agents.results import games_done, load_results, random_scores, score_matrix
+from agents.results import games_done, load_results, random_scores, save_figure_atomic, score_matrix
 from agscl import metrics
 
 CONFIDENCE = 0.95
@@ -236,10 +235,8 @@ def draw(runs: Sequence[RunRecord], summary: dict[str, Any], out: str) -> None:
         ax.set_xticks(np.arange(len(games)), games)
         ax.set_title(title + " (random-shifted, 95% CI over seeds)", fontsize=9)
     fig.tight_layout()
-    tmp = f"{out}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
+    save_figure_atomic(fig, out)
     plt.close(fig)
-    os.replace(tmp, out)
 
 
 def aggregate(run_dirs: Sequence[str], labels: Sequence[str] | None = None) -> tuple[list[RunRecord], dict[str, Any]]:

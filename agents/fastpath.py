@@ -46,7 +46,7 @@ class FastPath:
         self.channels_last = bool(args.channels_last)
         self.overlap = bool(args.overlap_env) and args.num_envs >= 2
         self.fewer_syncs = bool(args.fewer_syncs)
-        self.compile = bool(getattr(args, "compile", False))
+        self.compile = bool(args.compile)
         self.pin = self.fewer_syncs and device.type == "cuda"
         self._bad: torch.Tensor | None = None
 

@@ -16,6 +16,7 @@ line on stderr and exit code 2.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tyro
 
-from agents.results import games_done, load_results, normalized, random_scores, reference_scores, score_matrix
+from agents.results import (games_done, load_results, normalized, random_scores, reference_scores,
+                            save_figure_atomic, score_matrix, write_text_atomic)
 from agscl.metrics import plasticity_per_task, stability_per_task
 
 
@@ -131,10 +133,8 @@ def draw(summaries: Sequence[RunSummary], out: str, reference_label: str) -> Non
         ax.set_title(title)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    tmp = f"{out}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
+    save_figure_atomic(fig, out)
     plt.close(fig)
-    os.replace(tmp, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,10 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = table(summaries)
     draw(summaries, out, os.path.basename(os.path.normpath(ref_where)))
     csv_path = os.path.splitext(out)[0] + ".csv"
-    tmp = f"{csv_path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    os.replace(tmp, csv_path)
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(rows)
+    write_text_atomic(csv_path, text.getvalue())
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -66,6 +66,17 @@ def write_json_atomic(path: str, obj: Any) -> None:
     write_atomic(path, lambda f: f.write(data))
 
 
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_atomic`)."""
+    data = text.encode()
+    write_atomic(str(path), lambda f: f.write(data))
+
+
+def save_figure_atomic(fig: Any, path: str, dpi: int = 110) -> None:
+    """Save a matplotlib figure as PNG to ``path`` atomically (:func:`write_atomic`)."""
+    write_atomic(str(path), lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
 def remove_stale_temps(*directories: str) -> list[str]:
     """Delete leftovers ``*.tmp<pid>`` of writes that a kill interrupted; returns what was removed."""
     removed = []

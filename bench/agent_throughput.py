@@ -240,7 +240,7 @@ def parts(args: BenchArgs) -> dict:
             row[f"inference_{rollout}_{path}"] = _ms(infer, repeats)
             row[f"update_{minibatch}_{path}"] = _ms(update, repeats)
         FastPath(SimpleNamespace(bf16="off", channels_last=False, overlap_env=False, fewer_syncs=False,
-                                 num_envs=rollout), device).apply(agent)
+                                 num_envs=rollout, compile=False), device).apply(agent)
         ags = AGSCL(agent.trunk, agent.heads, mu=0.1, lam=100.0, rho=0.3, init_fn=layer_init, seed=0)
         ags.begin_task(0)
         ags.end_task(0, [obs[:64].float() / 255.0])

@@ -40,18 +40,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from agents.aggregate import aggregate, draw, jsonable, markdown  # noqa: E402
-from agents.results import write_json_atomic  # noqa: E402
+from agents.results import write_json_atomic, write_text_atomic  # noqa: E402
 from sweep.engine import EngineOptions, run_sweep  # noqa: E402
 from sweep.spec import Spec, SweepError  # noqa: E402
 
-#: Grid labels -> agent flags. ``finetune`` is the reference and must stay in the grid.
-METHODS: dict[str, list[str]] = {
-    "finetune": ["--method", "finetune"],
-    "ewc": ["--method", "ewc", "--ewc-lambda", "10000"],
-    "mas": ["--method", "mas", "--mas-lambda", "1"],
-    "agscl": ["--method", "agscl", "--mu", "1", "--agscl-lambda", "100"],
-    "agscl_mu4": ["--method", "agscl", "--mu", "4", "--agscl-lambda", "100"],
-    "agscl_no_reinit": ["--method", "agscl", "--mu", "1", "--agscl-lambda", "100", "--no-zero-init", "--no-rand-init"],
+#: Grid labels -> (agent method, its flags): the sweep's variants. ``finetune`` is the reference
+#: and must stay in the grid.
+METHODS: dict[str, tuple[str, list[str]]] = {
+    "finetune": ("finetune", []),
+    "ewc": ("ewc", ["--ewc-lambda", "10000"]),
+    "mas": ("mas", ["--mas-lambda", "1"]),
+    "agscl": ("agscl", ["--mu", "1", "--agscl-lambda", "100"]),
+    "agscl_mu4": ("agscl", ["--mu", "4", "--agscl-lambda", "100"]),
+    "agscl_no_reinit": ("agscl", ["--mu", "1", "--agscl-lambda", "100", "--no-zero-init", "--no-rand-init"]),
 }
 
 
@@ -88,7 +89,7 @@ def spec(args: BenchArgs) -> Spec:
              "--random-episodes", str(args.eval_episodes), "--eval-envs", "16", "--torch-threads", "1"]
     if args.smoke:
         flags += ["--num-envs", "4", "--num-steps", "64", "--eval-max-frames", "500", "--importance-obs", "256"]
-    variants = {label: (METHODS[label][1], METHODS[label][2:]) for label in args.methods}
+    variants = {label: METHODS[label] for label in args.methods}
     # No --reference-run: agents.aggregate normalizes every run by the grid's fine-tuning runs at
     # the end, so no run waits for another (and a smoke-sized reference need not beat random).
     return Spec("rl", list(args.methods), list(args.seeds), flags=flags, variants=variants, reference=False)
@@ -132,14 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     summary["command"] = "python bench/continual_minatar.py " + " ".join(argv if argv is not None else sys.argv[1:])
     summary["wall_seconds"] = time.time() - t0
     summary["settings"] = {"games": list(args.games), "seeds": list(args.seeds), "steps_per_game": args.steps_per_game,
-                           "methods": {m: METHODS[m] for m in args.methods}, "engine": result.engine}
+                           "methods": {m: ["--method", METHODS[m][0], *METHODS[m][1]] for m in args.methods},
+                           "engine": result.engine}
     name = args.name or ("continual_minatar_smoke" if args.smoke else "continual_minatar")
     os.makedirs(args.out_dir, exist_ok=True)
     table = markdown(summary)
     write_json_atomic(os.path.join(args.out_dir, f"{name}.json"), jsonable(summary))
-    with open(os.path.join(args.out_dir, f"{name}.md.tmp"), "w") as f:
-        f.write(table + "\n")
-    os.replace(os.path.join(args.out_dir, f"{name}.md.tmp"), os.path.join(args.out_dir, f"{name}.md"))
+    write_text_atomic(os.path.join(args.out_dir, f"{name}.md"), table + "\n")
     draw(runs, summary, os.path.join(args.out_dir, f"{name}.png"))
     print(table)
     print(f"results: {os.path.join(args.out_dir, name)}.{{md,json,png}} ({summary['wall_seconds'] / 60:.1f} min)")

@@ -20,9 +20,6 @@ from agents.results import continual_metrics, games_done, load_results, score_ma
 from sweep.launch import write_text_atomic
 
 RL_METRICS = ("accumulated_normalized_return", "average_return", "plasticity", "stability", "forgetting")
-#: Config fields that name or place a run rather than define it (ignored when grouping seeds).
-RUN_FIELDS = ("seed", "run_name", "runs_dir", "resume", "reference_run", "exp_name", "label", "overwrite", "progress",
-              "tensorboard", "threads", "device", "data_dir", "cuda", "torch_threads")
 
 
 def mean_ci(values: Sequence[float | None], seed: int = 0) -> tuple[float, float, float] | None:
@@ -52,19 +49,6 @@ def rl_run_metrics(results: dict[str, Any]) -> dict[str, float | None]:
     out["stability"] = metrics.get("S_mean")
     out["forgetting"] = metrics.get("forgetting_mean_normalized")
     return out
-
-
-def group_rl_runs(run_dirs: Sequence[str | Path]) -> dict[str, list[str]]:
-    """Runs grouped over seeds: same config except seed and naming fields; labelled by method
-    and the fields that differ between groups."""
-    configs = {str(d): load_results(str(d))["config"] for d in run_dirs}
-    keys = {d: {k: v for k, v in c.items() if k not in RUN_FIELDS} for d, c in configs.items()}
-    varying = sorted({k for c in keys.values() for k in c if len({json.dumps(x.get(k)) for x in keys.values()}) > 1} - {"method"})
-    groups: dict[str, list[str]] = {}
-    for d, c in keys.items():
-        label = " ".join([str(c.get("method")), *(f"{k}={c.get(k)}" for k in varying)])
-        groups.setdefault(label, []).append(d)
-    return groups
 
 
 def aggregate_rl(groups: Mapping[str, Sequence[str | Path]]) -> list[dict[str, Any]]:

@@ -69,12 +69,11 @@ def is_finished(trial: Trial) -> bool:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Readers (a dashboard, a re-run) never see a half-written file (:func:`agents.results.write_atomic`)."""
-    from agents.results import write_atomic
+    """Readers (a dashboard, a re-run) never see a half-written file (:func:`agents.results.write_text_atomic`)."""
+    from agents.results import write_text_atomic as write
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode()
-    write_atomic(str(path), lambda f: f.write(data))
+    write(str(path), text)
 
 
 def log_path(sweep_dir: str | Path, name: str) -> Path:
