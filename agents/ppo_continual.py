@@ -428,9 +428,9 @@ def prepare(argv: Sequence[str] | None = None) -> Setup:
         latest = os.path.join(run_dir, "ckpt", "latest.pt")
         if os.path.exists(latest):
             checkpoint = load_checkpoint(latest)
-            args = args_from_config(checkpoint["config"], run_dir)
+            args = args_from_config(checkpoint["config"], run_dir, Args)
         else:  # stopped before its first checkpoint: start again from the stored config
-            args, restart = args_from_config(stored_config(run_dir), run_dir), True
+            args, restart = args_from_config(stored_config(run_dir), run_dir, Args), True
         args.resume = None
     games = validate(args)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")

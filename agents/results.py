@@ -23,70 +23,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
+
+# The atomic writers live in common.runio (shared with supervised/, sweep/ and bench/); these
+# names stay importable from here.
+from common.runio import (  # noqa: F401
+    TEMP_PATTERN, remove_stale_temps, save_figure_atomic, write_atomic, write_json_atomic, write_text_atomic)
 
 RESULTS_FILE = "results.json"
 #: Version of the results file's structure (2: random-policy scores and random-shifted metrics).
 RESULTS_FORMAT = 2
-
-
-TEMP_PATTERN = re.compile(r"\.tmp\d+$")
-
-
-def write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(file)`` so that it is never seen half-written: a temporary
-    ``<path>.tmp<pid>`` is written, flushed and fsynced, renamed over ``path`` with ``os.replace``,
-    and the directory is fsynced so the rename survives a power cut. Mode 0644 (not mkstemp's 0600)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write ``obj`` as strict JSON to ``path`` atomically (:func:`write_atomic`)."""
-    data = json.dumps(obj, indent=1, allow_nan=False).encode()
-    write_atomic(path, lambda f: f.write(data))
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_atomic`)."""
-    data = text.encode()
-    write_atomic(str(path), lambda f: f.write(data))
-
-
-def save_figure_atomic(fig: Any, path: str, dpi: int = 110) -> None:
-    """Save a matplotlib figure as PNG to ``path`` atomically (:func:`write_atomic`)."""
-    write_atomic(str(path), lambda f: fig.savefig(f, format="png", dpi=dpi))
-
-
-def remove_stale_temps(*directories: str) -> list[str]:
-    """Delete leftovers ``*.tmp<pid>`` of writes that a kill interrupted; returns what was removed."""
-    removed = []
-    for directory in directories:
-        if os.path.isdir(directory):
-            for name in os.listdir(directory):
-                if TEMP_PATTERN.search(name):
-                    os.unlink(os.path.join(directory, name))
-                    removed.append(os.path.join(directory, name))
-    return removed
 
 
 def load_results(run_dir: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ sys.path.insert(0, ROOT)
 
 from agents.aggregate import aggregate, draw, jsonable, markdown  # noqa: E402
 from agents.results import write_json_atomic, write_text_atomic  # noqa: E402
+from common.runio import machine  # noqa: E402
 from sweep.engine import EngineOptions, run_sweep  # noqa: E402
 from sweep.spec import Spec, SweepError  # noqa: E402
 
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["settings"] = {"games": list(args.games), "seeds": list(args.seeds), "steps_per_game": args.steps_per_game,
                            "methods": {m: ["--method", METHODS[m][0], *METHODS[m][1]] for m in args.methods},
                            "engine": result.engine}
+    summary["machine"] = {**machine(), "torch_threads": 1}  # every run: --torch-threads 1, one CPU
     name = args.name or ("continual_minatar_smoke" if args.smoke else "continual_minatar")
     os.makedirs(args.out_dir, exist_ok=True)
     table = markdown(summary)
