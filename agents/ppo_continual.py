@@ -613,7 +613,7 @@ class Run:
         summary = " ".join(f"{g}={s['mean']:.1f}" for g, s in scores.items())
         ref = self.results["reference"]
         if ref is not None:
-            norm, acc = normalized(scores, ref["max_return"], random_scores(self.results))
+            norm, acc = normalized(scores, ref, self.results["random"])
             entry["normalized"] = {g: None if math.isnan(v) else v for g, v in norm.items()}
             entry["accumulated_normalized"] = acc
             for g, v in norm.items():

@@ -49,7 +49,8 @@ def stored_config(run_dir: str) -> dict[str, Any]:
 
 
 def load_reference(path: str, games: list[str]) -> dict[str, Any]:
-    """The fine-tuning reference of ``--reference-run``: a finetune run over the same games, in order."""
+    """The fine-tuning reference of ``--reference-run``: a finetune run over the same games, in order.
+    A reference that cannot normalize some games is accepted with one line saying which."""
     try:
         results = load_results(path)
         method = results["config"].get("method")
@@ -57,9 +58,14 @@ def load_reference(path: str, games: list[str]) -> dict[str, Any]:
             raise ValueError(f"{path} is a {method!r} run: the reference must be a fine-tuning run (--method finetune)")
         if list(results["games"]) != list(games):
             raise ValueError(f"{path} learned {' '.join(results['games'])}, not this run's {' '.join(games)}")
-        return reference_scores(results, games, path)
+        reference = reference_scores(results, games, path)
     except ValueError as exc:
         raise UserError(f"--reference-run: {exc}") from None
+    if reference["undefined"]:
+        # accepted: those games' normalized return is undefined (null), as for any gain within noise
+        print(f"--reference-run {path}: never above the random policy beyond noise on {', '.join(reference['undefined'])}: "
+              "their normalized return stays null (results.json) and unlogged (TensorBoard)", flush=True)
+    return reference
 
 
 def args_from_config(config: dict[str, Any], where: str, args_type: type[T]) -> T:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from agents import aggregate
+from agscl import metrics
 
 GAMES = ["A", "B"]
 RANDOM = {"A": 1.0, "B": -2.0}
@@ -66,7 +67,7 @@ def test_metrics_of_a_run_against_hand_computation(tmp_path):
 
 def test_a_game_never_learned_above_random_has_no_stability():
     # B never rises above its random score -2: its S is undefined, not a ratio of negatives
-    s = aggregate.metrics.stability_per_task([[5.0, np.nan], [4.0, -8.0]], [1.0, -2.0])
+    s = metrics.stability_per_task([[5.0, np.nan], [4.0, -8.0]], [1.0, -2.0])
     assert s[0] == pytest.approx(3 / 4) and np.isnan(s[1])
 
 
