@@ -414,7 +414,8 @@ def draw_after_games(summary: dict[str, Any], out: str) -> None:
     axes[1].set_title("(b) capacity left after each game (95% CI over seeds)", fontsize=9)
     for ax in axes:
         ax.set_xticks(x, [f"{i}. {g}" for i, g in zip(x, games)], rotation=20, fontsize=8)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure_atomic(fig, out)
     plt.close(fig)
