@@ -11,7 +11,8 @@ finished run is skipped and an interrupted one resumed when the benchmark is sta
 When all are done, :mod:`agents.aggregate` prints and saves (``--out-dir``): the score matrix
 per method (mean over seeds), the average final return, the accumulated normalized return with
 fine-tuning as the reference, P, S and forgetting, each with a 95% bootstrap interval over
-seeds, and a Figure-7-like plot with bands.
+seeds, the curve after each game, the probability that AGS-CL improves on each method and the
+capacity left after each game, and Figure-7-like plots with bands (docs/metrics.md).
 
 Method settings (fixed before the runs, not tuned on them, except ``agscl_mu4``):
 - ``agscl``: mu 1, lambda 100 on plain-mean Omega, rho 0.3, eta 0.9, prox once per PPO epoch;
@@ -39,8 +40,7 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from agents.aggregate import aggregate, draw, jsonable, markdown  # noqa: E402
-from agents.results import write_json_atomic, write_text_atomic  # noqa: E402
+from agents.aggregate import aggregate, markdown, write_report  # noqa: E402
 from common.runio import machine  # noqa: E402
 from sweep.engine import EngineOptions, run_sweep  # noqa: E402
 from sweep.spec import Spec, SweepError  # noqa: E402
@@ -138,13 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                            "engine": result.engine}
     summary["machine"] = {**machine(), "torch_threads": 1}  # every run: --torch-threads 1, one CPU
     name = args.name or ("continual_minatar_smoke" if args.smoke else "continual_minatar")
-    os.makedirs(args.out_dir, exist_ok=True)
-    table = markdown(summary)
-    write_json_atomic(os.path.join(args.out_dir, f"{name}.json"), jsonable(summary))
-    write_text_atomic(os.path.join(args.out_dir, f"{name}.md"), table + "\n")
-    draw(runs, summary, os.path.join(args.out_dir, f"{name}.png"))
-    print(table)
-    print(f"results: {os.path.join(args.out_dir, name)}.{{md,json,png}} ({summary['wall_seconds'] / 60:.1f} min)")
+    write_report(runs, summary, args.out_dir, name)  # the tables, the json, both figures
+    print(markdown(summary))
+    print(f"results: {os.path.join(args.out_dir, name)}{{.md,.json,.png,_after_games.png}} ({summary['wall_seconds'] / 60:.1f} min)")
     return 0
 
 
