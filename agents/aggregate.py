@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import tyro
 
 from agents.results import (Stats, best_evaluations, boundary_evaluations, games_done, load_results, mean_of, normalized,
                             pooled, run_ratios, save_figure_atomic, score_matrix, write_json_atomic, write_text_atomic)
@@ -52,7 +53,7 @@ RESAMPLES = 10_000
 #: rliable's stratified bootstrap replications for the probability of improvement
 IMPROVEMENT_REPS = 2_000
 #: the capacity measures read from ``results["regularizer"][g]``: (summary key, results key, what it is)
-CAPACITY = (("free_nodes", "sparsity", "AGS-CL free nodes |G0|/|G|"),
+CAPACITY = (("free_nodes", "sparsity", "AGS-CL free nodes (G0 / G)"),
             ("free_weights", "free_fraction", "PackNet free weights"),
             ("dormant", "dormant_fraction", "dormant trunk units"))
 
@@ -292,8 +293,8 @@ def markdown(summary: dict[str, Any]) -> str:
         seeds, counts = len(m["seeds"]), m.get("defined", {})
         cells = [_fmt(m["metrics"][k], count=counts.get(k), seeds=seeds) for k in keys]
         lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("(n=k): the cell's mean and interval are over the k seeds where the metric is defined (docs/metrics.md).")
+    if any("(n=" in line for line in lines):
+        lines += ["", "(n=k): the cell's mean and interval are over the k seeds where the metric is defined (docs/metrics.md)."]
     if any("after_game" in m["per_game"] for m in summary["methods"].values()):
         lines += ["", "Accumulated normalized return after each game (mean [95% CI] over seeds):", "",
                   "| method | " + " | ".join(f"after {g}" for g in games) + " |", "| --- |" + " --- |" * len(games)]
@@ -467,28 +468,30 @@ def sweep_runs(sweep_dir: str) -> tuple[list[str], list[str]]:
         raise ValueError(f"{path} is not a sweep's state file ({exc.__class__.__name__}: {exc})") from None
 
 
+@dataclass
+@dataclass
+class AggregateArgs:
+    """The CLI of :func:`main` (module docstring)."""
+
+    runs: tyro.conf.Positional[tuple[str, ...]] = ()
+    """run directories (default: every trial of --sweep-dir)"""
+    sweep_dir: Optional[str] = None
+    """a sweep directory: its trials' run directories, labelled as in the sweep"""
+    labels: Optional[tuple[str, ...]] = None
+    """one label per run directory (default: each run's --method)"""
+    out_dir: str = "bench/results"
+    """where <name>.md, .json, .png and _after_games.png go"""
+    name: str = "continual"
+    """file stem of the outputs"""
+    improver: str = "agscl"
+    """the label whose probability of improving on every other label is reported"""
+    reps: int = IMPROVEMENT_REPS
+    """rliable stratified-bootstrap replications"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI (module docstring): bad input is one line on stderr and exit code 2; unfinished runs
     are left out with one line each."""
-    import tyro
-
-    @dataclass
-    class AggregateArgs:
-        runs: tyro.conf.Positional[tuple[str, ...]] = ()
-        """run directories (default: every trial of --sweep-dir)"""
-        sweep_dir: Optional[str] = None
-        """a sweep directory: its trials' run directories, labelled as in the sweep"""
-        labels: Optional[tuple[str, ...]] = None
-        """one label per run directory (default: each run's --method)"""
-        out_dir: str = "bench/results"
-        """where <name>.md, .json, .png and _after_games.png go"""
-        name: str = "continual"
-        """file stem of the outputs"""
-        improver: str = "agscl"
-        """the label whose probability of improving on every other label is reported"""
-        reps: int = IMPROVEMENT_REPS
-        """rliable stratified-bootstrap replications"""
-
     args = tyro.cli(AggregateArgs, args=argv, description=__doc__.split("\n\n")[0])
     try:
         dirs, labels = list(args.runs), None if args.labels is None else list(args.labels)

@@ -279,7 +279,7 @@ def test_capacity_left_and_dormant_units_per_game_and_n_a_for_older_runs(tmp_pat
     assert np.isnan(summary["methods"]["ewc"]["per_game"]["dormant"][0][0])
     table = aggregate.markdown(summary)
     assert "| ewc | dormant trunk units | n/a | n/a |" in table
-    assert "| agscl | AGS-CL free nodes |G0|/|G| | 0.45 [0.40, 0.50] | 0.20 [0.20, 0.20] |" in table
+    assert "| agscl | AGS-CL free nodes (G0 / G) | 0.45 [0.40, 0.50] | 0.20 [0.20, 0.20] |" in table
     assert "free weights" not in table  # no PackNet run here
     json.dumps(aggregate.jsonable(summary), allow_nan=False)
 
@@ -330,3 +330,28 @@ def test_a_ratio_within_noise_is_null_in_agent_aggregate_and_sweep_table_alike(t
     assert "- ags: B" in aggregate.markdown(summary)
     table = rl_run_metrics(res)  # the sweep's fallback table
     assert table["plasticity"] == pytest.approx(0.5) and table["accumulated_normalized_return"] == pytest.approx(0.5)
+
+
+def test_cli_reads_a_sweep_directory_leaves_out_unfinished_runs_and_refuses_bad_input(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    write_results(sweep, "finetune_seed1", "finetune", 1, GAMES, [[11.0, None], [3.0, 8.0]], RANDOM)
+    write_results(sweep, "strong_seed1", "agscl", 1, GAMES, [[9.0, None], [8.0, 6.0]], RANDOM)
+    write_results(sweep, "strong_seed2", "agscl", 2, GAMES, [[9.0, None], [None, None]], RANDOM)  # interrupted
+    trials = [{"name": n, "label": lab} for n, lab in
+              (("finetune_seed1", "finetune"), ("strong_seed1", "agscl mu=4"), ("strong_seed2", "agscl mu=4"))]
+    (sweep / "sweep.json").write_text(json.dumps({"trials": trials}))
+    out = tmp_path / "out"
+    assert aggregate.main(["--sweep-dir", str(sweep), "--out-dir", str(out), "--name", "five", "--improver", "agscl mu=4",
+                           "--reps", "50"]) == 0
+    captured = capsys.readouterr()
+    assert "left out" in captured.err and "strong_seed2 has finished 1 of 2 games" in captured.err
+    summary = json.loads((out / "five.json").read_text())
+    assert summary["methods"]["agscl mu=4"]["seeds"] == [1]
+    assert set(summary["probability_of_improvement"]) == {"finetune"}
+    assert sorted(p.name for p in out.iterdir()) == ["five.json", "five.md", "five.png", "five_after_games.png"]
+    assert "| agscl mu=4 | 1 |" in captured.out
+    assert aggregate.main(["--sweep-dir", str(tmp_path / "nowhere"), "--out-dir", str(out)]) == 2
+    assert aggregate.main([str(sweep / "finetune_seed1"), "--labels", "a", "b"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "not a sweep's state file" in err and "--labels has 2 entries for 1 runs" in err
