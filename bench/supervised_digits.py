@@ -103,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     text = table(rows)
     print(f"split_digits, seeds {args.seeds}, torch {torch.__version__}, {os.cpu_count()} CPUs")
-    torch.set_num_threads(args.threads)  # the runs' thread count, recorded below
-    print(machine_line())
+    where = {**machine(), "torch_threads": args.threads}  # every run's torch threads (--threads)
+    print(machine_line(where))
     print(text)
     payload = {"benchmark": "split_digits", "seeds": args.seeds, "flags": flags, "methods": rows, "table": text,
-               "machine": machine()}
+               "machine": where}
     out = Path(args.out) / "supervised_digits.json"
     atomic_write_json(out, payload)
     print(f"saved {out}")
