@@ -266,6 +266,29 @@ def test_one_trial_failing_never_stops_the_others(monkeypatch, tmp_path):
     assert not result.ok
 
 
+def test_a_failed_configuration_never_stops_a_sequential_grid_search(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from sweep import search
+    from sweep.engine import EngineOptions
+    from sweep.spec import Spec
+
+    monkeypatch.setattr(search, "run_sweep", lambda *a, **k: SimpleNamespace(ok=True))
+
+    def evaluate(config, *args):
+        if config["mu"] == 2.0:
+            raise RuntimeError("trial agscl_mu2_seed1 failed: exit code 1")
+        return {"objective": config["mu"], "plasticity": 1.0, "stability": 1.0}
+
+    monkeypatch.setattr(search, "evaluate_config", evaluate)
+    spec = Spec("rl", ["finetune", "agscl"], [1], method_grid={"agscl": {"mu": [1.0, 2.0, 4.0]}})
+    rows, text = search.run_search(spec, tmp_path / "s", search.SearchOptions(objective="accumulated_normalized_return"),
+                                   EngineOptions("sequential", progress=False))
+    assert [r["config"]["mu"] for r in rows] == [4.0, 1.0, 2.0]  # every configuration evaluated, the failed one last
+    assert rows[-1]["objective"] is None and "exit code 1" in rows[-1]["error"]
+    assert "mu=2" in text.splitlines()[-1] and "n/a" in text.splitlines()[-1]
+
+
 def test_variants_are_named_flag_sets_run_and_labelled_like_methods(tmp_path):
     """A TOML variant and a command-line one expand to trials of their method with their flags,
     named and labelled by the variant, measured against the plain fine-tuning trial."""
