@@ -42,7 +42,6 @@ from agents.results import (
     continual_metrics,
     remove_stale_temps,
     normalized,
-    random_scores,
     write_json_atomic,
 )
 from agents.rundir import CHECKPOINT_FORMAT, args_from_config, clear_run_dir, has_run_files, load_checkpoint, load_reference, stored_config
