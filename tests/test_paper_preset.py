@@ -7,6 +7,7 @@ two runs with the same flags stay bit-identical (so the difference is the flag's
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import numpy as np
@@ -98,8 +99,25 @@ def test_bad_norm_adv_scope_is_one_line_and_exit_2(tmp_path, capsys):
     assert "epoch" in capsys.readouterr().err
 
 
+def test_paper_fig7_config_is_the_figure_7_grid_under_the_preset(tmp_path):
+    from sweep.spec import build_spec, load_toml
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = build_spec(load_toml(os.path.join(root, "bench", "configs", "paper_fig7.toml")), None, None, None, [], [])
+    trials = spec.trials(tmp_path)
+    by_method = {m: [t for t in trials if t.method == m] for m in ("finetune", "ewc", "mas", "agscl")}
+    assert {m: len(t) for m, t in by_method.items()} == {"finetune": 3, "ewc": 9, "mas": 6, "agscl": 6}
+    assert {t.params for t in by_method["agscl"]} == {(("agscl_lambda", 2100.0),), (("agscl_lambda", 21000.0),)}
+    assert all(t.reference is not None for m in ("ewc", "mas", "agscl") for t in by_method[m])
+    for trial in trials:
+        args = ppo_continual.parse_args(list(trial.argv(tmp_path)))
+        assert args.preset == "paper" and args.games == ppo_continual.PAPER_GAMES and args.steps_per_game == 10_000_000
+        assert args.num_envs == 128 and not args.optimizer_per_game and args.seed in (1, 2, 3)
+
+
 # -- in the agent: MinAtar, tiny ------------------------------------------------------------
-pytest.importorskip("minatar", reason='the MinAtar suite needs pip install -e ".[minatar]"')
+needs_minatar = pytest.mark.skipif(importlib.util.find_spec("minatar") is None,
+                                   reason='the MinAtar suite needs pip install -e ".[minatar]"')
 
 TINY = ["--suite", "minatar", "--steps-per-game", "128", "--num-envs", "4", "--num-steps", "32",
         "--num-minibatches", "4", "--update-epochs", "2", "--eval-every", "0", "--eval-episodes", "1",
@@ -118,6 +136,7 @@ def _same(a: dict, b: dict) -> bool:
     return all(torch.equal(a["agent"][k], b["agent"][k]) for k in a["agent"])
 
 
+@needs_minatar
 @pytest.mark.parametrize("flag, extra", [
     ("norm-adv-scope", ["--norm-adv-scope", "batch"]),
     ("bootstrap-time-limits", ["--bootstrap-time-limits"]),
@@ -133,6 +152,7 @@ def test_each_flag_changes_training_and_nothing_else_does(tmp_path, flag, extra)
     assert not _same(base, flipped), f"--{flag} changed nothing"
 
 
+@needs_minatar
 def test_one_adam_for_the_sequence_carries_its_moments_across_games(tmp_path):
     games = ("Breakout", "Asterix")
     per_game = _run(tmp_path, "per_game", games=games)
@@ -151,6 +171,7 @@ def test_one_adam_for_the_sequence_carries_its_moments_across_games(tmp_path):
     assert not _same(per_game, sequence)
 
 
+@needs_minatar
 def test_minatar_reports_the_truncated_games_final_observation():
     from envs.minatar import MinAtarVecEnv
 
