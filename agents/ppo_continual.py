@@ -36,6 +36,7 @@ import tyro
 from agents.evaluation import collect_observations, dormant_fraction, evaluate, evaluate_random
 from agents.fastpath import FastPath, SplitEnv, progress_line
 from agents.network import Agent, layer_init
+from agents.ppo_math import build_optimizer, compute_gae, normalize_advantages, optimizer_covers, set_lr
 from agents.results import (
     RESULTS_FILE,
     RESULTS_FORMAT,
@@ -77,9 +78,10 @@ class Args:
     runs_dir: str = "runs"
     """where run directories are created"""
     preset: Literal["none", "paper"] = "none"
-    """`paper`: the authors' configuration (8 paper games, 10M steps each, 128 envs x 64 steps, 10 epochs,
-    64 minibatches, Adam 3e-4, no entropy bonus, 4x-wide trunk conv 128/256/128, mu=0.1,
-    agscl-lambda=100*21); flags given explicitly still override it"""
+    """`paper`: the authors' released code (docs/paper_preset.md lists every value and its source line: 8 paper
+    games, 10M steps each, 128 envs x 64 steps, 10 epochs, 64 minibatches, Adam 3e-4 for the whole sequence, clip
+    0.2, batch-wide advantage normalization, bootstrapped time limits, no entropy bonus, trunk conv 128/256/128,
+    mu=0.1, agscl-lambda=1000*21, rho=1); flags given explicitly still override it"""
     resume: Optional[str] = None
     """continue the run in this directory from its last checkpoint, with its stored config (other flags are ignored);
     without a usable checkpoint it restarts from the stored config. A resume is not bit-identical to an
@@ -156,6 +158,9 @@ class Args:
     eval_max_frames: int = MAX_EPISODE_FRAMES
     """cap on an evaluation game's length in frames (atari: the standard 27000 steps x 4 frames; minatar: one
     frame per step, default 10000)"""
+    train_max_frames: int = MAX_EPISODE_FRAMES
+    """cap on a training game's length in frames, where it is truncated (same units and defaults as
+    --eval-max-frames; the authors' gym NoFrameskip-v4 games: 400000)"""
     random_episodes: int = 30
     """whole games of the uniform random policy per game, measured at the game's start by the same evaluation
     code: the baseline of the random-shifted metrics (normalized return, P, S)"""
@@ -172,9 +177,12 @@ class Args:
     num_steps: int = 128
     """the number of steps to run in each environment per policy rollout"""
     learning_rate: float = 2.5e-4
-    """the learning rate of the optimizer (a fresh Adam per game)"""
+    """the learning rate of the optimizer"""
     anneal_lr: bool = True
     """anneal the learning rate linearly to 0 within each game (restarts at each game)"""
+    optimizer_per_game: bool = True
+    """a fresh Adam (trunk + the game's head) for each game; off: one Adam over the trunk and every head for the
+    whole sequence, its moments carried from game to game and through checkpoints (the authors' code)"""
     gamma: float = 0.99
     """the discount factor gamma"""
     gae_lambda: float = 0.95
@@ -185,6 +193,11 @@ class Args:
     """the K epochs to update the policy"""
     norm_adv: bool = True
     """advantages normalization"""
+    norm_adv_scope: Literal["minibatch", "batch"] = "minibatch"
+    """normalize the advantages over each minibatch (cleanrl) or once over the whole batch (the authors' code)"""
+    bootstrap_time_limits: bool = False
+    """a game cut by --train-max-frames is not a game over: its last step's target bootstraps from the value of
+    the game's final observation (the authors' use_proper_time_limits); off: truncation is terminal (cleanrl)"""
     clip_coef: float = 0.1
     """the surrogate clipping coefficient"""
     clip_vloss: bool = True
@@ -233,6 +246,7 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
         steps_per_game=(300_000,),
         eval_every=100_000,
         eval_max_frames=MINATAR_MAX_STEPS,
+        train_max_frames=MINATAR_MAX_STEPS,
         checkpoint_every=100_000,
         importance_obs=2048,
         # from the (mu, lambda) search `python -m sweep --config bench/configs/minatar_agscl_search.toml`
@@ -244,6 +258,7 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
     ),
 }
 
+#: ``--preset paper``: every value, its source line in the authors' code and what differs is in docs/paper_preset.md.
 PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
     "paper": dict(
@@ -259,9 +274,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         channels=(32, 64, 32),
         hidden=512,
         mu=0.1,
-        agscl_lambda=100.0 * OMEGA_SCALE,
+        agscl_lambda=1000.0 * OMEGA_SCALE,
+        rho=1.0,
         eval_episodes=30,
-        importance_obs=8192,
+        importance_obs=2560,
+        clip_coef=0.2,
+        optimizer_per_game=False,
+        norm_adv_scope="batch",
+        bootstrap_time_limits=True,
+        train_max_frames=400_000,
     ),
 }
 
@@ -378,7 +399,8 @@ def validate(args: Args) -> list[str]:
     skip = get_suite(args.suite).frame_skip
     _check("checkpoint_minutes", math.isfinite(args.checkpoint_minutes) and args.checkpoint_minutes >= 0,
            "a finite number >= 0", args.checkpoint_minutes)
-    _check("eval_max_frames", args.eval_max_frames >= skip, f"an integer >= {skip} (one agent step is {skip} frames)", args.eval_max_frames)
+    for name in ("eval_max_frames", "train_max_frames"):
+        _check(name, getattr(args, name) >= skip, f"an integer >= {skip} (one agent step is {skip} frames)", getattr(args, name))
     for name in ("learning_rate", "clip_coef", "max_grad_norm"):
         value = getattr(args, name)
         _check(name, math.isfinite(value) and value > 0, "a finite number > 0", value)
@@ -444,6 +466,8 @@ def prepare(argv: Sequence[str] | None = None) -> Setup:
             args, restart = args_from_config(stored_config(run_dir), run_dir, Args), True
         args.resume = None
     games = validate(args)
+    if args.torch_threads:  # before the network's initialization, whose QR-based orthogonal draws depend on it
+        torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     random.seed(args.seed)  # a resumed run restores its RNG states from the checkpoint later
     np.random.seed(args.seed)
@@ -523,24 +547,28 @@ class Run:
                 "progress": {"global_step": 0, "games_done": 0, "status": "running"},
             }
             self.game, self.update, self.global_step = 0, 0, 0
-            self.optimizer_state = None
         else:
             self.results = ckpt["results"]
             self.game, self.update, self.global_step = int(ckpt["game"]), int(ckpt["update"]), int(ckpt["global_step"])
-            self.optimizer_state = ckpt.get("optimizer")
             set_rng_state(ckpt["rng"])
+        # the Adam of this game (--optimizer-per-game) or of the whole sequence; None until built
+        self.optimizer: torch.optim.Optimizer | None = None
+        if ckpt is not None and ckpt.get("optimizer") is not None:
+            self.optimizer = build_optimizer(self.agent.trunk, self.agent.heads, self.game, args.learning_rate,
+                                             args.optimizer_per_game)
+            self.optimizer.load_state_dict(ckpt["optimizer"])
         self.last_checkpoint: str | None = None
         self.stop = StopRequest()
         self.fast = FastPath(args, self.device)
         self.fast.apply(self.agent)
 
-    def stop_if_requested(self, optimizer: torch.optim.Optimizer | None) -> None:
+    def stop_if_requested(self) -> None:
         """After SIGINT/SIGTERM: checkpoint here (the update just finished), mark the results
         ``interrupted`` and stop."""
         if self.stop.signum is None:
             return
         if self.last_checkpoint_step != self.global_step or self.last_checkpoint is None:
-            self.checkpoint(optimizer, boundary=False)
+            self.checkpoint(boundary=False)
         self.results["progress"]["status"] = "interrupted"
         self.write_results()
         raise Stopped()
@@ -553,7 +581,7 @@ class Run:
         self.results["progress"]["global_step"] = self.global_step
         write_json_atomic(os.path.join(self.run_dir, RESULTS_FILE), self.results)
 
-    def checkpoint(self, optimizer: torch.optim.Optimizer | None, boundary: bool) -> None:
+    def checkpoint(self, boundary: bool) -> None:
         """Atomically save everything needed to continue from here (never a non-finite model)."""
         if not all_finite(self.agent):
             raise NonFiniteLoss("non-finite parameters")
@@ -566,7 +594,7 @@ class Run:
             "update": self.update,
             "global_step": self.global_step,
             "agent": self.agent.state_dict(),
-            "optimizer": None if optimizer is None else optimizer.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "method": self.method.state_dict(),
             "rng": rng_state(),
             "results": self.results,
@@ -586,8 +614,9 @@ class Run:
 
     def make_env(self, game: str, num_envs: int, seed: int, train: bool) -> Any:
         args = self.args
+        cap = args.train_max_frames if train else args.eval_max_frames
         return self.suite.make(game, num_envs, seed=seed, backend=args.backend, train=train,
-                               max_episode_frames=args.eval_max_frames, num_threads=args.env_threads)
+                               max_episode_frames=cap, num_threads=args.env_threads)
 
     def eval_env(self, game: str, seed: int, episodes: int) -> Any:
         return self.make_env(game, min(self.args.eval_envs, episodes), seed, train=False)
@@ -675,7 +704,7 @@ class Run:
             with self.stop:
                 while self.game < len(self.games):
                     self.train_game()
-                    self.stop_if_requested(None)
+                    self.stop_if_requested()
             self.results["progress"].update(status="finished", games_done=len(self.games))
             self.write_results()
             write_hparams(self.writer, args, self.results)
@@ -719,11 +748,11 @@ class Run:
                 self.results["games_info"].append({"game": game, "action_count": env.action_count, "steps": 0,
                                                    "updates": 0, "train_seconds": 0.0})
             info_g = self.results["games_info"][g]
-            params = list(agent.trunk.parameters()) + list(agent.heads[g].parameters())
-            optimizer = torch.optim.Adam(params, lr=args.learning_rate, eps=1e-5)
-            if self.optimizer_state is not None:
-                optimizer.load_state_dict(self.optimizer_state)
-                self.optimizer_state = None
+            if self.optimizer is None or (args.optimizer_per_game and self.update == 0):
+                self.optimizer = build_optimizer(agent.trunk, agent.heads, g, args.learning_rate, args.optimizer_per_game)
+            if not args.optimizer_per_game:
+                optimizer_covers(self.optimizer, agent.heads)  # this game's head joins the sequence's Adam
+            optimizer, params = self.optimizer, list(agent.trunk.parameters()) + list(agent.heads[g].parameters())
             method.begin_task(g)
             self.log(f"game {g + 1}/{len(self.games)}: {game} ({env.action_count} actions), "
                      f"updates {self.update + 1}..{self.num_updates} of {self.batch_size} steps, method {args.method}, "
@@ -736,6 +765,8 @@ class Run:
             rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
             dones = torch.zeros((args.num_steps, args.num_envs), device=device)
             values = torch.zeros((args.num_steps, args.num_envs), device=device)
+            # --bootstrap-time-limits: V(final observation) at steps cut by the time limit, else 0
+            final_values = torch.zeros((args.num_steps, args.num_envs), device=device) if args.bootstrap_time_limits else None
             next_obs = torch.from_numpy(env.reset()).to(device)
             next_done = torch.zeros(args.num_envs, device=device)
 
@@ -747,6 +778,13 @@ class Run:
                 rewards[step, part] = fast.to_device(reward)
                 next_obs[part] = fast.to_device(o)
                 next_done[part] = fast.to_device((term | trunc).astype(np.float32))
+                if final_values is not None:
+                    cut = np.flatnonzero(trunc & ~term)  # the game goes on: bootstrap from its final observation
+                    final_values[step, part] = 0.0
+                    if len(cut):
+                        with torch.no_grad():
+                            v = agent.get_value(fast.to_device(info["final_obs"][cut]), g).flatten()
+                        final_values[step, part.start + torch.from_numpy(cut).to(device)] = v
                 for i in np.flatnonzero(info["game_over"]):
                     r, length = float(info["episode_return"][i]), int(info["episode_length"][i])
                     self.log(f"episodic_return={r:g} game={game}")
@@ -759,7 +797,7 @@ class Run:
                 self.update += 1
                 frac = 1.0 - (self.update - 1.0) / self.num_updates if args.anneal_lr else 1.0
                 lr = frac * args.learning_rate
-                optimizer.param_groups[0]["lr"] = lr
+                set_lr(optimizer, lr)
 
                 for step in range(args.num_steps):
                     # one group of all envs, or (--overlap-env) two halves: each infers while the other steps
@@ -777,22 +815,16 @@ class Run:
                     receive(k, args.num_steps - 1)
 
                 with torch.no_grad():
-                    next_value = agent.get_value(next_obs, g).reshape(1, -1)
-                    advantages = torch.zeros_like(rewards)
-                    lastgaelam = torch.zeros(args.num_envs, device=device)
-                    for t in reversed(range(args.num_steps)):
-                        if t == args.num_steps - 1:
-                            nextnonterminal, nextvalues = 1.0 - next_done, next_value
-                        else:
-                            nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
-                        delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
-                        lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
-                        advantages[t] = lastgaelam
-                    returns = advantages + values
+                    next_value = agent.get_value(next_obs, g).reshape(-1)
+                    advantages, returns = compute_gae(rewards, values, dones, next_value, next_done, args.gamma,
+                                                      args.gae_lambda, final_values)
 
                 b_obs = obs_buf.reshape((-1,) + obs_shape)
                 b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape(-1)
                 b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+                batch_norm = args.norm_adv and args.norm_adv_scope == "batch"
+                if batch_norm:  # once over the whole batch (the authors); else per minibatch below (cleanrl)
+                    b_advantages = normalize_advantages(b_advantages)
 
                 clipfracs = []
                 fused = args.fused_penalty and method.fused_penalty
@@ -809,8 +841,8 @@ class Run:
                             approx_kl = ((ratio - 1) - logratio).mean()
                             clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
                         mb_adv = b_advantages[mb]
-                        if args.norm_adv:
-                            mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                        if args.norm_adv and not batch_norm:
+                            mb_adv = normalize_advantages(mb_adv)
                         pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
                         newvalue = newvalue.view(-1)
                         if args.clip_vloss:
@@ -867,10 +899,10 @@ class Run:
                 by_steps = args.checkpoint_every and game_step // args.checkpoint_every > (game_step - self.batch_size) // args.checkpoint_every
                 by_clock = args.checkpoint_minutes and time.time() - self.last_checkpoint_time >= 60 * args.checkpoint_minutes
                 if not last and (by_steps or by_clock):
-                    self.checkpoint(optimizer, boundary=False)
+                    self.checkpoint(boundary=False)
                     self.log(f"checkpoint {self.last_checkpoint}")
                 if not last:
-                    self.stop_if_requested(optimizer)
+                    self.stop_if_requested()
 
             # end of the game: importance from the trained policy's own play, then evaluation
             t0 = time.time()
@@ -889,7 +921,9 @@ class Run:
         self.evaluate_all(g, boundary=True)
         self.game, self.update = g + 1, 0
         self.results["progress"]["games_done"] = self.game
-        self.checkpoint(None, boundary=True)
+        if args.optimizer_per_game:
+            self.optimizer = None  # the next game starts a fresh Adam
+        self.checkpoint(boundary=True)
         self.write_results()
         self.log(f"checkpoint {self.last_checkpoint} (+ {os.path.join(self.ckpt_dir, f'game{g}.pt')})")
 
@@ -906,8 +940,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{setup.run_dir} is already finished ({len(setup.games)} games): nothing to resume")
         return 0
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
     os.makedirs(setup.run_dir, exist_ok=True)
     if setup.restart:
         print(f"{setup.run_dir} has no checkpoint: restarting it from its stored config", flush=True)

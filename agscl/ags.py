@@ -265,19 +265,23 @@ class AGSCL(ContinualMethod):
         probability rho, from the network's own initialization: a copy of the layer is
         re-initialized (``init_fn``, else the layer's ``reset_parameters``) and the chosen rows
         are taken from it, as the authors took them from a freshly built model. The draws come
-        from this method's generator, never from torch's global one."""
+        from this method's generator, never from torch's global ones: the fresh copy is built on
+        the CPU, from the CPU generator seeded by this method's generator inside ``fork_rng``,
+        which restores it; no device's generator is seeded (``torch.manual_seed`` would reset
+        every CUDA generator too), so a run on any device draws the same re-initialization."""
         for index, layer in enumerate(self.layers):
             module = layer.module
             chosen = (self.omega[index] == 0).cpu() & (torch.rand(layer.num_nodes, generator=self.generator) < self.rho)
             if not bool(chosen.any()):
                 continue
-            fresh = copy.deepcopy(module)
+            fresh = copy.deepcopy(module).cpu()
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(0, 2**62, (), generator=self.generator)))
+                torch.default_generator.manual_seed(int(torch.randint(0, 2**62, (), generator=self.generator)))
                 if self.init_fn is not None:
                     self.init_fn(fresh)
                 else:
                     fresh.reset_parameters()
+            fresh = fresh.to(module.weight.device)
             chosen_dev = chosen.to(module.weight.device)
             module.weight[chosen_dev] = fresh.weight.detach()[chosen_dev]
             if module.bias is not None:

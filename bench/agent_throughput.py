@@ -101,6 +101,12 @@ class BenchArgs:
     smoke: bool = False
     """tiny settings: checks the pipeline, measures nothing"""
     out: str = "runs/bench/agent_throughput.json"
+    device: str = "cpu"
+    """parts mode: the device the network parts run on (`cuda` for the GPU check)"""
+    part_networks: tuple[str, ...] = ("nature_cnn", "paper_4x")
+    """parts mode: which networks to time"""
+    part_compile: bool = True
+    """parts mode: also time the `--compile` path (skipped with --smoke)"""
 
 
 def run_argv(suite: str, games: Sequence[str], steps: int, method: str, flags: Sequence[str], runs_dir: str,
@@ -184,12 +190,15 @@ def speed(args: BenchArgs) -> dict:
     return report
 
 
-def _ms(fn, repeats: int) -> float:
-    fn()  # warm-up: oneDNN primitives, allocator
+def _ms(fn, repeats: int, device: torch.device = torch.device("cpu")) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()  # warm-up: oneDNN/cuDNN primitives, allocator
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return 1e3 * float(np.median(times))
 
@@ -203,15 +212,19 @@ def parts(args: BenchArgs) -> dict:
     from agscl import AGSCL
     from agscl.ewc import EWC
 
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     repeats = 3 if args.smoke else 15
     report: dict = {"what": "milliseconds per part, median of repetitions", "networks": {}}
     for label, channels, rollout, minibatch in (("nature_cnn", (32, 64, 64), 8, 256), ("paper_4x", (128, 256, 128), 128, 128)):
+        if label not in args.part_networks:
+            continue
+        if args.smoke:  # a pipeline check: small batches
+            rollout, minibatch = min(rollout, 4), min(minibatch, 8)
         torch.manual_seed(0)
         agent = Agent(channels, 512, "atari").to(device)
         agent.add_head(18)
-        obs = torch.randint(0, 256, (max(rollout, minibatch), 4, 84, 84), dtype=torch.uint8)
-        act = torch.randint(0, 18, (minibatch,))
+        obs = torch.randint(0, 256, (max(rollout, minibatch), 4, 84, 84), dtype=torch.uint8).to(device)
+        act = torch.randint(0, 18, (minibatch,)).to(device)
         params = list(agent.parameters())
         opt = torch.optim.Adam(params, lr=1e-4, eps=1e-5)
 
@@ -228,7 +241,7 @@ def parts(args: BenchArgs) -> dict:
             opt.step()
 
         row: dict[str, float] = {}
-        paths = [("plain", False, False), ("fast", True, False)] + ([] if args.smoke else [("fast_compiled", True, True)])
+        paths = [("plain", False, False), ("fast", True, False)] + ([] if args.smoke or not args.part_compile else [("fast_compiled", True, True)])
         for path, on, compiled in paths:
             flags = SimpleNamespace(bf16="on" if on else "off", channels_last=on, overlap_env=False, fewer_syncs=on,
                                     num_envs=rollout, compile=compiled)
@@ -238,25 +251,25 @@ def parts(args: BenchArgs) -> dict:
                 infer()
                 update()
                 row["compile_seconds"] = time.perf_counter() - start
-            row[f"inference_{rollout}_{path}"] = _ms(infer, repeats)
-            row[f"update_{minibatch}_{path}"] = _ms(update, repeats)
+            row[f"inference_{rollout}_{path}"] = _ms(infer, repeats, device)
+            row[f"update_{minibatch}_{path}"] = _ms(update, repeats, device)
         FastPath(SimpleNamespace(bf16="off", channels_last=False, overlap_env=False, fewer_syncs=False,
                                  num_envs=rollout, compile=False), device).apply(agent)
         ags = AGSCL(agent.trunk, agent.heads, mu=0.1, lam=100.0, rho=0.3, init_fn=layer_init, seed=0)
         ags.begin_task(0)
         ags.end_task(0, [obs[:64].float() / 255.0])
-        row["agscl_prox_step"] = _ms(lambda: ags.proximal_step(1e-4), repeats)
-        row["agscl_masks"] = _ms(ags.apply_masks, repeats)
+        row["agscl_prox_step"] = _ms(lambda: ags.proximal_step(1e-4), repeats, device)
+        row["agscl_masks"] = _ms(ags.apply_masks, repeats, device)
         ewc = EWC(agent.trunk, agent.heads, lam=1.0)
         ewc.terms[0] = ([torch.rand_like(p) for p in ewc.params()], ewc.snapshot())
 
         def ewc_penalty() -> None:
             ewc.penalty().backward()
 
-        row["ewc_penalty_fwd_bwd"] = _ms(ewc_penalty, repeats)
+        row["ewc_penalty_fwd_bwd"] = _ms(ewc_penalty, repeats, device)
         for p in ewc.params():
             p.grad = torch.zeros_like(p)
-        row["ewc_penalty_fused"] = _ms(ewc.add_penalty_grad, repeats)
+        row["ewc_penalty_fused"] = _ms(ewc.add_penalty_grad, repeats, device)
         report["networks"][label] = row
         print(f"\n{label} (rollout batch {rollout}, minibatch {minibatch}):")
         for key, value in row.items():

@@ -17,7 +17,10 @@ training needs, identically for both:
   game scores, never per-life scores.
 
 Autoreset is "next step" on both backends: the step after a game over ignores its action and
-returns the first observation of a new game with reward 0.
+returns the first observation of a new game with reward 0. So the observation a step returns
+is also the game's final observation where that step ended the game; ``info["final_obs"]`` is
+that same array (the key :mod:`envs.minatar` fills with the observation before its reset), so
+a truncated game bootstraps from its true final observation on every backend.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class AtariVecEnv:
     ``step(actions)`` returns ``obs`` (uint8, ``(N, 4, 84, 84)``), ``reward`` (float32, clipped
     to its sign when ``train``), ``terminated`` (bool: game over, or a lost life when
     ``train``), ``truncated`` (bool: step cap) and ``info`` with ``raw_reward``, ``game_over``,
-    ``episode_return``, ``episode_length`` and ``lives``.
+    ``episode_return``, ``episode_length``, ``lives`` and ``final_obs`` (``obs`` itself: next-step autoreset).
     """
 
     def __init__(
@@ -237,6 +240,7 @@ class AtariVecEnv:
             "episode_return": episode_return,
             "episode_length": episode_length,
             "lives": lives.copy(),
+            "final_obs": obs,
         }
         return obs, reward, terminated, truncated, out_info
 

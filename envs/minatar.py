@@ -16,11 +16,13 @@ learns in minutes on a CPU, which makes it the laptop-sized stand-in for the Ata
 - rewards are the game's own (small integers), never clipped, in both modes;
 - a game ends at its game over or after ``max_episode_steps`` steps (``truncated``);
 - autoreset is "same step": the step that ends a game returns the first observation of the
-  next one (Atari's backends restart one step later; the agent handles both).
+  next one (Atari's backends restart one step later; the agent handles both); the ended game's
+  last observation is kept in ``info["final_obs"]`` (equal to ``obs`` in the other rows), the
+  observation a truncated game's value bootstraps from (``--bootstrap-time-limits``).
 
 ``info`` holds ``raw_reward``, ``game_over``, ``episode_return``, ``episode_length`` (NaN / 0
-except where a game ended) and ``lives`` (always 0: MinAtar games have one life), exactly the
-keys the agent reads from the Atari environments.
+except where a game ended), ``lives`` (always 0: MinAtar games have one life) and ``final_obs``,
+exactly the keys the agent reads from the Atari environments.
 """
 
 from __future__ import annotations
@@ -151,9 +153,11 @@ class MinAtarVecEnv:
         episode_return = np.where(game_over, self._returns, np.nan)
         episode_length = np.where(game_over, self._lengths, 0)
         for i in range(n):
-            if game_over[i]:
-                self._envs[i].reset()
-                self._returns[i], self._lengths[i] = 0.0, 0
+            self._write_obs(i)
+        final_obs = self._obs.copy()  # before the resets below: the ended games' last observations
+        for i in np.flatnonzero(game_over):
+            self._envs[i].reset()
+            self._returns[i], self._lengths[i] = 0.0, 0
             self._write_obs(i)
         info = {
             "raw_reward": reward.copy(),
@@ -161,6 +165,7 @@ class MinAtarVecEnv:
             "episode_return": episode_return,
             "episode_length": episode_length,
             "lives": np.zeros(n, dtype=np.int64),
+            "final_obs": final_obs,
         }
         return self._obs.copy(), reward, terminated, truncated, info
 

@@ -368,7 +368,7 @@ def test_preset_paper_sets_the_authors_configuration_and_flags_override_it():
     assert args.num_envs == 16 and args.num_steps == 64 and args.update_epochs == 10 and args.num_minibatches == 64
     assert args.learning_rate == 3e-4 and args.ent_coef == 0.0 and args.games == ppo_continual.PAPER_GAMES
     assert ppo_continual.trunk_channels(args) == (128, 256, 128) and args.hidden == 512
-    assert args.agscl_lambda == 100 * 21 and args.mu == 0.1
+    assert args.agscl_lambda == 1000 * 21 and args.mu == 0.1 and args.clip_coef == 0.2  # docs/paper_preset.md
     plain = ppo_continual.parse_args([])
     assert plain.num_envs == 8 and plain.num_steps == 128 and plain.learning_rate == 2.5e-4 and plain.ent_coef == 0.01
 

@@ -90,7 +90,9 @@ def test_same_seed_same_games_other_seed_other_games():
     assert not np.array_equal(play(4), play(5))
 
 
-def test_agent_learns_two_minatar_games_with_results_random_scores_and_metrics(tmp_path):
+def test_agent_runs_two_minatar_games_with_results_random_scores_and_metrics(tmp_path):
+    """The run's outputs and metrics, not learning: 256 steps a game is far below what any MinAtar
+    game needs to beat the random policy reliably (README table: ~100k steps for Freeway)."""
     rc = ppo_continual.main([*TINY, "--method", "agscl", "--runs-dir", str(tmp_path), "--run-name", "ags"])
     assert rc == 0
     res = json.loads((tmp_path / "ags" / "results.json").read_text())

@@ -507,6 +507,7 @@ def test_float32_task_batches_leave_storage_untouched():
         TaskData("bad", 3, x, y, empty, y[:0], x, y, mean=(0.5,), std=(0.2,))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_batches_on_cuda():
     task = load_benchmark("split_digits", num_tasks=1).tasks[0]
