@@ -47,6 +47,7 @@ sys.path.insert(0, ROOT)
 from agents import ppo_continual  # noqa: E402
 from agents.results import load_results, write_json_atomic  # noqa: E402
 from agents.runtime import versions  # noqa: E402
+from common import runio  # noqa: E402
 
 SECTIONS = ("machine", "cuda_tests", "throughput", "parts", "learning", "kill_resume")
 #: cleanrl's published ppo_atari_envpool returns (10M steps, 3 seeds, mean +- std): the "Experiment
@@ -87,23 +88,8 @@ class CheckArgs:
 
 # --------------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    """The CPU (model, flags, cores, threads) and the GPU, as the ratios' context."""
-    info: dict[str, Any] = {"platform": platform.platform(), "cpu_model": platform.processor() or "unknown",
-                            "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-                            "torch_threads": torch.get_num_threads(), "versions": versions()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-        info["cpu_model"] = model.group(1).strip() if model else info["cpu_model"]
-        info["cpu_flags"] = flags.group(1).split() if flags else []
-        cores = re.findall(r"^physical id\s*:\s*(\d+)$.*?^core id\s*:\s*(\d+)$", text, re.M | re.S)
-        info["physical_cores"] = len(set(cores)) or None
-    except OSError:
-        info["cpu_flags"] = []
-    key = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-    info["cpu_flags_key"] = [f for f in key if f in info["cpu_flags"]]
+    """The CPU (model, flags, cores, threads; :func:`common.runio.machine`) and the GPU in detail."""
+    info: dict[str, Any] = {**runio.machine(), "platform": platform.platform(), "versions": versions()}
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         info["gpu"] = {"name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
@@ -271,7 +257,7 @@ def print_table(report: dict[str, Any]) -> None:
     m = report.get("machine", {})
     gpu = (m.get("gpu") or {}).get("name", "no GPU")
     print(f"\nGPU check on {gpu}; CPU {m.get('cpu_model')} ({m.get('usable_cpus')} usable CPUs, torch threads "
-          f"{m.get('torch_threads')}, flags {' '.join(m.get('cpu_flags_key', []))}); smoke={report['config']['smoke']}")
+          f"{m.get('torch_threads')}, flags {' '.join(m.get('cpu_flags', []))}); smoke={report['config']['smoke']}")
     print(f"{'section':12s} {'seconds':>8s}  result")
     for name in SECTIONS:
         if name not in report["seconds"]:
