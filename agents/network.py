@@ -14,8 +14,7 @@ from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 import torch.nn as nn
-from torch.distributions.categorical import Categorical
-
+from agents.lean import log_prob_entropy, sample_action
 from envs.suites import get_suite
 
 
@@ -57,7 +56,6 @@ class Agent(nn.Module):
         # set by agents.fastpath.FastPath.apply; these defaults are the plain fp32 path
         self.trunk_precision: Callable[[], ContextManager[Any]] = contextlib.nullcontext
         self.memory_format = torch.contiguous_format
-        self.validate_args = True
         self.trunk_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
         """what runs the trunk when set (``torch.compile`` of it, ``--compile``); the trunk module is unchanged"""
 
@@ -71,7 +69,8 @@ class Agent(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk features in fp32 (the trunk itself may run under bf16 autocast)."""
-        x = (x.float() * self.obs_scale).contiguous(memory_format=self.memory_format)
+        x = x.float() if self.obs_scale == 1 else x.float() * self.obs_scale  # MinAtar's 0/1 cells: no multiply
+        x = x.contiguous(memory_format=self.memory_format)
         with self.trunk_precision():
             return (self.trunk_fn or self.trunk)(x).float()
 
@@ -81,12 +80,23 @@ class Agent(nn.Module):
     def get_action_and_value(
         self, x: torch.Tensor, game: int, action: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The policy's action (sampled when ``action`` is None), its log-probability, the policy's
+        entropy and the value: ``Categorical(logits=...)``'s numbers, bit for bit (agents/lean.py)."""
         hidden = self.features(x)
         actor, critic = self.heads[game]
-        probs = Categorical(logits=actor(hidden), validate_args=self.validate_args)
+        logits = actor(hidden)
         if action is None:
-            action = probs.sample()
-        return action, probs.log_prob(action), probs.entropy(), critic(hidden)
+            action = sample_action(logits)[0]
+        logprob, entropy = log_prob_entropy(logits, action)
+        return action, logprob, entropy, critic(hidden)
+
+    def act_and_value(self, x: torch.Tensor, game: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rollout's call: a sampled action, its log-probability and the value (no entropy);
+        the same draws and numbers as :meth:`get_action_and_value`."""
+        hidden = self.features(x)
+        actor, critic = self.heads[game]
+        action, logprob = sample_action(actor(hidden))
+        return action, logprob, critic(hidden).view(-1)
 
     @torch.no_grad()
     def act(self, x: torch.Tensor, game: int, greedy: bool = False,
