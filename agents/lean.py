@@ -65,11 +65,17 @@ class EpisodeLog:
             self.pending.append((step, float(info["episode_return"][i]), int(info["episode_length"][i])))
 
     def flush(self) -> None:
+        """Write the pending episodes: one ``print``, and per episode one event with its three
+        scalars (what ``add_scalar`` writes as three events: the same tags, values and step)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
         if not self.pending:
             return
         self.printer("\n".join(f"global_step={step} episodic_return={r:g} game={self.game}" for step, r, _ in self.pending))
+        file_writer = self.writer._get_file_writer()
         for step, r, length in self.pending:
-            self.writer.add_scalar("charts/episodic_return", r, step)
-            self.writer.add_scalar("charts/episodic_length", length, step)
-            self.writer.add_scalar(f"charts/{self.game}/episodic_return", r, step)
+            values = [Summary.Value(tag="charts/episodic_return", simple_value=r),
+                      Summary.Value(tag="charts/episodic_length", simple_value=length),
+                      Summary.Value(tag=f"charts/{self.game}/episodic_return", simple_value=r)]
+            file_writer.add_summary(Summary(value=values), step)
         self.pending.clear()

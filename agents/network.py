@@ -51,6 +51,8 @@ class Agent(nn.Module):
         with torch.no_grad():
             flat = nn.Sequential(*layers)(torch.zeros((1,) + spec.obs_shape)).shape[1]
         self.trunk = nn.Sequential(*layers, layer_init(nn.Linear(flat, hidden)), nn.ReLU())
+        #: the last conv's index when its output is made contiguous in training (MinAtar, see run_trunk), else None
+        self.contiguous_conv = max(i for i, m in enumerate(self.trunk) if isinstance(m, nn.Conv2d)) if suite == "minatar" else None
         self.hidden = hidden
         self.heads = nn.ModuleList()
         # set by agents.fastpath.FastPath.apply; these defaults are the plain fp32 path
@@ -72,7 +74,23 @@ class Agent(nn.Module):
         x = x.float() if self.obs_scale == 1 else x.float() * self.obs_scale  # MinAtar's 0/1 cells: no multiply
         x = x.contiguous(memory_format=self.memory_format)
         with self.trunk_precision():
-            return (self.trunk_fn or self.trunk)(x).float()
+            return self.run_trunk(x).float()
+
+    def run_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's output (``trunk_fn`` when set). MinAtar, channels-last, in training: the last
+        conv's output is made contiguous before its ReLU, so that ReLU's backward sees one memory
+        layout (a channels-last output with the contiguous gradient that comes back through Flatten
+        takes PyTorch's slow strided path) and Flatten is a view. The same values (a copy), the same
+        modules and hooks; about 10% off MinAtar's update, nothing measurable on the Nature CNN."""
+        if self.trunk_fn is not None:
+            return self.trunk_fn(x)
+        if self.contiguous_conv is None or self.memory_format is not torch.channels_last or not torch.is_grad_enabled():
+            return self.trunk(x)
+        for index, layer in enumerate(self.trunk):
+            x = layer(x)
+            if index == self.contiguous_conv:
+                x = x.contiguous()
+        return x
 
     def get_value(self, x: torch.Tensor, game: int) -> torch.Tensor:
         return self.heads[game][1](self.features(x))

@@ -121,16 +121,15 @@ class MinAtarVecEnv:
         self._returns = np.zeros(num_envs, dtype=np.float64)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
 
-    def _write_obs(self) -> None:
-        # state() is (10, 10, C) bool per copy; channels first, padded with zeros up to CHANNELS
-        # (the padding channels are never written). One stacked copy instead of one per copy.
-        self._obs[:, : self._channels] = np.stack([env.state() for env in self._envs]).transpose(0, 3, 1, 2)
+    def _write_obs(self, i: int) -> None:
+        # state() is (10, 10, C) bool; channels first, padded with zeros up to CHANNELS.
+        self._obs[i, : self._channels] = self._envs[i].state().transpose(2, 0, 1)
 
     def reset(self) -> np.ndarray:
         """Start a new game in every copy."""
-        for env in self._envs:
+        for i, env in enumerate(self._envs):
             env.reset()
-        self._write_obs()
+            self._write_obs(i)
         self._returns[:] = 0.0
         self._lengths[:] = 0
         return self._obs.copy()
@@ -140,20 +139,22 @@ class MinAtarVecEnv:
         if actions.shape != (self.num_envs,) or actions.min() < 0 or actions.max() >= self.action_count:
             raise ValueError(f"actions must be {self.num_envs} integers in [0, {self.action_count})")
         n = self.num_envs
-        # the copies step in order, each drawing from its own generator: the same games as one at a time
-        results = [env.act(a) for env, a in zip(self._envs, self._actions[actions].tolist())]
-        reward = np.array([r for r, _ in results], dtype=np.float32)
-        terminated = np.array([done for _, done in results], dtype=bool)
+        reward = np.zeros(n, dtype=np.float32)
+        terminated = np.zeros(n, dtype=bool)
+        for i, env in enumerate(self._envs):
+            r, done = env.act(int(self._actions[actions[i]]))
+            reward[i], terminated[i] = r, done
         self._returns += reward
         self._lengths += 1
         truncated = ~terminated & (self._lengths >= self.max_episode_steps)
         game_over = terminated | truncated
         episode_return = np.where(game_over, self._returns, np.nan)
         episode_length = np.where(game_over, self._lengths, 0)
-        for i in np.flatnonzero(game_over):
-            self._envs[i].reset()
-            self._returns[i], self._lengths[i] = 0.0, 0
-        self._write_obs()
+        for i in range(n):
+            if game_over[i]:
+                self._envs[i].reset()
+                self._returns[i], self._lengths[i] = 0.0, 0
+            self._write_obs(i)
         info = {
             "raw_reward": reward.copy(),
             "game_over": game_over,
