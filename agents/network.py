@@ -110,11 +110,22 @@ class Agent(nn.Module):
 
     def act_and_value(self, x: torch.Tensor, game: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rollout's call: a sampled action, its log-probability and the value (no entropy);
-        the same draws and numbers as :meth:`get_action_and_value`."""
-        hidden = self.features(x)
+        the same draws and numbers as :meth:`get_action_and_value`. Each module's ``forward`` is
+        called directly: the per-call overhead of ``Module.__call__`` is a good part of an 8-observation
+        inference, and the rollout runs no hooks (AGS-CL's activation hooks live only inside its
+        ``end_task``, which calls the trunk itself)."""
+        x = x.float() if self.obs_scale == 1 else x.float() * self.obs_scale
+        x = x.contiguous(memory_format=self.memory_format)
+        with self.trunk_precision():
+            if self.trunk_fn is not None:
+                x = self.trunk_fn(x)
+            else:
+                for layer in self.trunk:
+                    x = layer.forward(x)
+        hidden = x.float()
         actor, critic = self.heads[game]
-        action, logprob = sample_action(actor(hidden))
-        return action, logprob, critic(hidden).view(-1)
+        action, logprob = sample_action(actor.forward(hidden))
+        return action, logprob, critic.forward(hidden).view(-1)
 
     @torch.no_grad()
     def act(self, x: torch.Tensor, game: int, greedy: bool = False,
