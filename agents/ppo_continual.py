@@ -209,8 +209,9 @@ class Args:
     overlap_env: bool = True
     """step the environments as two halves, each half stepping while the policy infers on the other"""
     fewer_syncs: bool = True
-    """no per-minibatch host syncs (non-finite loss checked once per epoch, no distribution argument checks); pinned,
-    non-blocking host-to-device copies on CUDA"""
+    """no per-minibatch host syncs (non-finite loss checked once per epoch); pinned, non-blocking host-to-device copies
+    on CUDA (the policy samples from its logits without a distribution object and its argument checks, always:
+    agents/lean.py)"""
     compile: bool = False
     """run the trunk through `torch.compile` (inductor; dynamic shapes); off by default: on this 2-core CPU it did
     not pay (README, Scale); meant for GPUs"""

@@ -25,8 +25,11 @@ paper`` (4x-wide trunk, 128 envs, 128-observation minibatches).
 ``d9a930a``, the code before the lean rollout), both at the suite defaults, ``finetune``, one
 torch thread, pinned to one core (``--core``, ``taskset``), alternating baseline and current run
 over ``--rounds``. The baseline runs from a ``git archive`` of that revision in a temporary
-directory. Prints each round's steps/s, the per-round ratio, the median ratio, and the CPU
-(model, SIMD flags, threads).
+directory. Two measures per run: wall-clock training steps/s (``results.json``), and training
+steps per CPU second of the process (CPU time of an n-update run minus that of a 1-update run,
+so start-up and evaluation cancel). On a machine shared with other jobs the second is the
+steadier: it does not count the time the run waits for the core. Prints each round's figures
+and ratios, the median ratios, and the CPU (model, SIMD flags, cores).
 
 ``--mode candidates``: what each change of the lean rollout buys, in process at one thread
 (MinAtar's trunk, 8-env rollout step, 256-observation minibatch): ``Categorical`` against sampling
@@ -368,19 +371,35 @@ def baseline(args: BenchArgs) -> dict:
             if suite not in args.suites:
                 continue
             rows: dict[str, list[float]] = {"baseline": [], "current": []}
+            cpu_rows: dict[str, list[float]] = {"baseline": [], "current": []}
             for r in range(args.rounds):
                 for path, root in (("baseline", tree), ("current", ROOT)) if r % 2 == 0 else (("current", ROOT), ("baseline", tree)):
-                    argv = run_argv(suite, [game], updates * 8 * 128, "finetune", (), tmp, f"{suite}_{path}_{r}", threads=1)
-                    rows[path].append(float(agent_run(argv, root, pin)["games_info"][0]["train_sps"]))
+                    cpu = []
+                    for n in (1, updates):  # CPU seconds of a 1-update run and an n-update run: their difference is training alone
+                        argv = run_argv(suite, [game], n * 8 * 128, "finetune", (), tmp, f"{suite}_{path}_{r}_{n}", threads=1)
+                        before = os.times()
+                        res = agent_run(argv, root, pin)
+                        after = os.times()
+                        cpu.append(after.children_user + after.children_system - before.children_user - before.children_system)
+                    rows[path].append(float(res["games_info"][0]["train_sps"]))
+                    cpu_rows[path].append((updates - 1) * 8 * 128 / max(cpu[1] - cpu[0], 1e-9))
                 ratio = rows["current"][-1] / rows["baseline"][-1]
-                print(f"round {r + 1}/{args.rounds} {suite} {game}: baseline {rows['baseline'][-1]:.0f} steps/s, "
-                      f"current {rows['current'][-1]:.0f} steps/s, ratio {ratio:.2f}", flush=True)
+                cpu_ratio = cpu_rows["current"][-1] / cpu_rows["baseline"][-1]
+                print(f"round {r + 1}/{args.rounds} {suite} {game}: wall-clock steps/s baseline {rows['baseline'][-1]:.0f}, "
+                      f"current {rows['current'][-1]:.0f}, ratio {ratio:.2f}; per CPU second baseline "
+                      f"{cpu_rows['baseline'][-1]:.0f}, current {cpu_rows['current'][-1]:.0f}, ratio {cpu_ratio:.2f}", flush=True)
             ratios = [c / b for c, b in zip(rows["current"], rows["baseline"])]
+            cpu_ratios = [c / b for c, b in zip(cpu_rows["current"], cpu_rows["baseline"])]
             med = {k: float(np.median(v)) for k, v in rows.items()}
+            cpu_med = {k: float(np.median(v)) for k, v in cpu_rows.items()}
             report["suites"][suite] = {"game": game, "updates": updates, "samples": rows, "ratios": ratios,
-                                       "median_ratio": float(np.median(ratios)), "median_steps_per_s": med}
-            print(f"{suite} {game}: median ratio {np.median(ratios):.2f} (rounds {', '.join(f'{x:.2f}' for x in ratios)}); "
-                  f"median steps/s baseline {med['baseline']:.0f}, current {med['current']:.0f}", flush=True)
+                                       "median_ratio": float(np.median(ratios)), "median_steps_per_s": med,
+                                       "cpu_samples": cpu_rows, "cpu_ratios": cpu_ratios,
+                                       "median_cpu_ratio": float(np.median(cpu_ratios)), "median_steps_per_cpu_s": cpu_med}
+            print(f"{suite} {game}: median ratio {np.median(ratios):.2f} wall-clock (rounds {', '.join(f'{x:.2f}' for x in ratios)}), "
+                  f"{np.median(cpu_ratios):.2f} per CPU second (rounds {', '.join(f'{x:.2f}' for x in cpu_ratios)}); median "
+                  f"steps/s baseline {med['baseline']:.0f}, current {med['current']:.0f}; per CPU second baseline "
+                  f"{cpu_med['baseline']:.0f}, current {cpu_med['current']:.0f}", flush=True)
     return report
 
 
