@@ -32,10 +32,11 @@ steadier: it does not count the time the run waits for the core. Prints each rou
 and ratios, the median ratios, and the CPU (model, SIMD flags, cores).
 
 ``--mode candidates``: what each change of the lean rollout buys, in process at one thread
-(MinAtar's trunk, 8-env rollout step, 256-observation minibatch): ``Categorical`` against sampling
-from the logits, ``no_grad`` against ``inference_mode``, Adam's Python loop against its fused kernel,
-channels-last against contiguous, the MinAtar environment's step before and after, and per-episode
-against per-update logging.
+(MinAtar's trunk, 8-env rollout step, 256-observation minibatch), as CPU time of the process:
+``Categorical`` against sampling from the logits, module calls against direct ``forward`` calls,
+``no_grad`` against ``inference_mode``, mixed against one memory layout at the last ReLU, Adam's
+Python loop against its fused kernel, channels-last against contiguous, per-episode against
+per-update logging, and the environment's step for scale.
 
 ``--mode learning``: short runs, fast path (every flag on, bf16 forced on even where ``auto``
 would leave it off) vs plain path over ``--seeds``, on
@@ -210,13 +211,15 @@ def speed(args: BenchArgs) -> dict:
     return report
 
 
-def _ms(fn, repeats: int) -> float:
+def _ms(fn, repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median milliseconds of ``fn`` by ``clock`` (``time.process_time``: CPU time of this process,
+    which on a shared machine leaves out the time spent waiting for a core)."""
     fn()  # warm-up: oneDNN primitives, allocator
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return 1e3 * float(np.median(times))
 
 
@@ -406,7 +409,6 @@ def baseline(args: BenchArgs) -> dict:
 def candidates(args: BenchArgs) -> dict:
     """Milliseconds of each change of the lean rollout, before / after, at one torch thread (MinAtar trunk)."""
     import contextlib
-    import importlib.util
     from types import SimpleNamespace
 
     from torch.distributions.categorical import Categorical
@@ -441,16 +443,22 @@ def candidates(args: BenchArgs) -> dict:
 
     def step_logits() -> None:
         with torch.no_grad():
+            agent.get_action_and_value(obs[:8], 0)
+
+    def step_forward() -> None:
+        with torch.no_grad():
             agent.act_and_value(obs[:8], 0)
 
     def step_new() -> None:
         with torch.inference_mode():
             agent.act_and_value(obs[:8], 0)
 
-    def update(fn, opt) -> Callable[[], None]:
+    def update(fn, opt, one_layout: bool = True) -> Callable[[], None]:
         params = list(agent.parameters())
+        conv = agent.contiguous_conv
 
         def run() -> None:
+            agent.contiguous_conv = conv if one_layout else None
             _, logprob, entropy, value = fn(obs, act)
             loss = -logprob.mean() - 0.01 * entropy.mean() + value.square().mean()
             opt.zero_grad()
@@ -462,40 +470,38 @@ def candidates(args: BenchArgs) -> dict:
     rows: dict[str, float] = {}
     set_layout(True)
     timings = {
-        "rollout_inference_categorical_no_grad": step_old,
+        "rollout_inference_today_categorical_no_grad": step_old,
         "rollout_inference_logits_no_grad": step_logits,
-        "rollout_inference_logits_inference_mode": step_new,
-        "update_256_categorical_adam_loop": update(categorical, torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5)),
-        "update_256_logits_adam_loop": update(lambda x, a: agent.get_action_and_value(x, 0, a),
-                                              torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5)),
-        "update_256_logits_adam_fused": update(lambda x, a: agent.get_action_and_value(x, 0, a),
-                                               torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5, fused=True)),
+        "rollout_inference_logits_forward_direct_no_grad": step_forward,
+        "rollout_inference_logits_forward_direct_inference_mode": step_new,
+        "update_256_today_categorical_mixed_layout_adam_loop": update(
+            categorical, torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5), one_layout=False),
+        "update_256_logits_mixed_layout_adam_loop": update(lambda x, a: agent.get_action_and_value(x, 0, a),
+                                                           torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5), one_layout=False),
+        "update_256_logits_one_layout_adam_loop": update(lambda x, a: agent.get_action_and_value(x, 0, a),
+                                                         torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5)),
+        "update_256_logits_one_layout_adam_fused": update(lambda x, a: agent.get_action_and_value(x, 0, a),
+                                                          torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5, fused=True)),
     }
     for _ in range(3):  # interleaved passes; the median of all repetitions per part
         for key, fn in timings.items():
             rows.setdefault(key, [])
-            rows[key].append(_ms(fn, repeats // 3 or 1))
+            rows[key].append(_ms(fn, repeats // 3 or 1, time.process_time))
     for layout in (True, False):
         set_layout(layout)
-        fn = timings["update_256_logits_adam_fused"]
-        rows[f"update_256_fused_{'channels_last' if layout else 'contiguous'}"] = [_ms(fn, repeats // 2 or 1)]
-        rows[f"rollout_inference_new_{'channels_last' if layout else 'contiguous'}"] = [_ms(step_new, repeats // 2 or 1)]
+        fn = timings["update_256_logits_one_layout_adam_fused"]
+        rows[f"update_256_fused_{'channels_last' if layout else 'contiguous'}"] = [_ms(fn, repeats // 2 or 1, time.process_time)]
+        rows[f"rollout_inference_new_{'channels_last' if layout else 'contiguous'}"] = [_ms(step_new, repeats // 2 or 1, time.process_time)]
     set_layout(True)
 
-    # the MinAtar environment: the baseline revision's envs/minatar.py against this one
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = export_revision(args.baseline_rev, tmp)
-        spec = importlib.util.spec_from_file_location("baseline_minatar", os.path.join(tree, "envs", "minatar.py"))
-        old_mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(old_mod)
+    # the MinAtar environment alone, for scale (an env rewrite was tried: no faster, not kept)
     from envs.minatar import MinAtarVecEnv
 
     acts = np.random.default_rng(0).integers(0, 3, (64, 8))
-    for label, cls in (("env_step_8_before", old_mod.MinAtarVecEnv), ("env_step_8_after", MinAtarVecEnv)):
-        env = cls("Breakout", 8, seed=0)
-        env.reset()
-        counter = iter(range(10**9))
-        rows[label] = [_ms(lambda: env.step(acts[next(counter) % 64]), repeats * 5)]
+    env = MinAtarVecEnv("Breakout", 8, seed=0)
+    env.reset()
+    counter = iter(range(10**9))
+    rows["env_step_8"] = [_ms(lambda: env.step(acts[next(counter) % 64]), repeats * 5, time.process_time)]
 
     # logging: 16 finished episodes per 1024-step update (MinAtar Breakout early in training)
     info = {"game_over": np.ones(16, dtype=bool), "episode_return": np.arange(16.0), "episode_length": np.full(16, 60)}
@@ -515,10 +521,10 @@ def candidates(args: BenchArgs) -> dict:
             log.add(0, info)
             log.flush()
 
-        rows["logging_16_episodes_per_episode"] = [_ms(per_episode, repeats // 4 or 1)]
-        rows["logging_16_episodes_per_update"] = [_ms(per_update, repeats // 4 or 1)]
+        rows["logging_16_episodes_per_episode"] = [_ms(per_episode, repeats // 4 or 1, time.process_time)]
+        rows["logging_16_episodes_per_update"] = [_ms(per_update, repeats // 4 or 1, time.process_time)]
         writer.close()
-    report = {"what": "milliseconds, median; MinAtar trunk, one torch thread", "cpu": cpu_description(),
+    report = {"what": "CPU milliseconds of this process, median; MinAtar trunk, one torch thread", "cpu": cpu_description(),
               "ms": {k: float(np.median(v)) for k, v in rows.items()}}
     for key, value in report["ms"].items():
         print(f"  {key:42s} {value:8.3f} ms")
