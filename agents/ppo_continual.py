@@ -749,7 +749,7 @@ class Run:
                 lr = frac * args.learning_rate
                 optimizer.param_groups[0]["lr"] = lr
 
-                with torch.inference_mode():  # written in place into the buffers, no host allocations
+                with torch.inference_mode():  # no autograd bookkeeping; results written in place into the buffers
                     for step in range(args.num_steps):
                         # one group of all envs, or (--overlap-env) two halves: each infers while the other steps
                         for k, part in enumerate(env.parts):
