@@ -63,10 +63,9 @@ class FastPath:
         return contextlib.nullcontext()
 
     def apply(self, agent: Any) -> None:
-        """Set the agent's trunk precision, input memory format and distribution checks."""
+        """Set the agent's trunk precision and input memory format."""
         agent.trunk_precision = self.trunk_precision
         agent.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        agent.validate_args = not self.fewer_syncs  # Categorical's argument checks sync on CUDA
         # The compiled function reads the trunk's parameters as they are at each call, so AGS-CL's
         # in-place prox steps, masks and re-initializations act on it; batch sizes vary (rollout,
         # minibatch, evaluation), so shapes are dynamic from the start instead of recompiling.

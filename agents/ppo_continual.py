@@ -35,6 +35,7 @@ import tyro
 
 from agents.evaluation import collect_observations, dormant_fraction, evaluate, evaluate_random
 from agents.fastpath import FastPath, SplitEnv, progress_line
+from agents.lean import EpisodeLog
 from agents.network import Agent, layer_init
 from agents.ppo_math import build_optimizer, compute_gae, normalize_advantages, optimizer_covers, set_lr
 from agents.results import (
@@ -221,11 +222,15 @@ class Args:
     overlap_env: bool = True
     """step the environments as two halves, each half stepping while the policy infers on the other"""
     fewer_syncs: bool = True
-    """no per-minibatch host syncs (non-finite loss checked once per epoch, no distribution argument checks); pinned,
-    non-blocking host-to-device copies on CUDA"""
+    """no per-minibatch host syncs (non-finite loss checked once per epoch); pinned, non-blocking host-to-device copies
+    on CUDA (the policy samples from its logits without a distribution object and its argument checks, always:
+    agents/lean.py)"""
     compile: bool = False
     """run the trunk through `torch.compile` (inductor; dynamic shapes); off by default: on this 2-core CPU it did
     not pay (README, Scale); meant for GPUs"""
+    fused_adam: bool = True
+    """Adam as one fused kernel (`fused=True`) and the gradient-norm clip as multi-tensor kernels, instead of a
+    Python loop over parameters: the same update up to float rounding (tests/test_lean.py)"""
     fused_penalty: bool = True
     """EWC/MAS: add the quadratic penalty's gradient to the weights' gradients with multi-tensor kernels after the
     backward pass, instead of building it into the loss's autograd graph (the same update, up to float rounding)"""
@@ -555,7 +560,7 @@ class Run:
         self.optimizer: torch.optim.Optimizer | None = None
         if ckpt is not None and ckpt.get("optimizer") is not None:
             self.optimizer = build_optimizer(self.agent.trunk, self.agent.heads, self.game, args.learning_rate,
-                                             args.optimizer_per_game)
+                                             args.optimizer_per_game, fused=args.fused_adam)
             self.optimizer.load_state_dict(ckpt["optimizer"])
         self.last_checkpoint: str | None = None
         self.stop = StopRequest()
@@ -749,7 +754,8 @@ class Run:
                                                    "updates": 0, "train_seconds": 0.0})
             info_g = self.results["games_info"][g]
             if self.optimizer is None or (args.optimizer_per_game and self.update == 0):
-                self.optimizer = build_optimizer(agent.trunk, agent.heads, g, args.learning_rate, args.optimizer_per_game)
+                self.optimizer = build_optimizer(agent.trunk, agent.heads, g, args.learning_rate, args.optimizer_per_game,
+                                                 fused=args.fused_adam)
             if not args.optimizer_per_game:
                 optimizer_covers(self.optimizer, agent.heads)  # this game's head joins the sequence's Adam
             optimizer, params = self.optimizer, list(agent.trunk.parameters()) + list(agent.heads[g].parameters())
@@ -770,14 +776,16 @@ class Run:
             next_obs = torch.from_numpy(env.reset()).to(device)
             next_done = torch.zeros(args.num_envs, device=device)
 
+            episodes = EpisodeLog(game, self.writer, lambda text: print(text, flush=True))
+
             def receive(k: int, step: int) -> None:
-                """Collect environment group ``k``'s result of ``step``."""
+                """Collect environment group ``k``'s result of ``step``; finished episodes are logged per update."""
                 part = env.parts[k]
                 o, reward, term, trunc, info = env.recv(k)
                 self.global_step += part.stop - part.start
                 rewards[step, part] = fast.to_device(reward)
                 next_obs[part] = fast.to_device(o)
-                next_done[part] = fast.to_device((term | trunc).astype(np.float32))
+                next_done[part] = fast.to_device(term | trunc)
                 if final_values is not None:
                     cut = np.flatnonzero(trunc & ~term)  # the game goes on: bootstrap from its final observation
                     final_values[step, part] = 0.0
@@ -785,12 +793,8 @@ class Run:
                         with torch.no_grad():
                             v = agent.get_value(fast.to_device(info["final_obs"][cut]), g).flatten()
                         final_values[step, part.start + torch.from_numpy(cut).to(device)] = v
-                for i in np.flatnonzero(info["game_over"]):
-                    r, length = float(info["episode_return"][i]), int(info["episode_length"][i])
-                    self.log(f"episodic_return={r:g} game={game}")
-                    self.writer.add_scalar("charts/episodic_return", r, self.global_step)
-                    self.writer.add_scalar("charts/episodic_length", length, self.global_step)
-                    self.writer.add_scalar(f"charts/{game}/episodic_return", r, self.global_step)
+                if info["game_over"].any():
+                    episodes.add(self.global_step, info)
 
             while self.update < self.num_updates:
                 t_update = time.time()
@@ -799,20 +803,20 @@ class Run:
                 lr = frac * args.learning_rate
                 set_lr(optimizer, lr)
 
-                for step in range(args.num_steps):
-                    # one group of all envs, or (--overlap-env) two halves: each infers while the other steps
-                    for k, part in enumerate(env.parts):
-                        if step > 0:
-                            receive(k, step - 1)
-                        obs_buf[step, part] = next_obs[part]
-                        dones[step, part] = next_done[part]
-                        with torch.no_grad():
-                            action, logprob, _, value = agent.get_action_and_value(next_obs[part], g)
-                        values[step, part] = value.flatten()
-                        actions[step, part], logprobs[step, part] = action, logprob
-                        env.send(k, action.cpu().numpy())
-                for k in range(len(env.parts)):
-                    receive(k, args.num_steps - 1)
+                with torch.inference_mode():  # no autograd bookkeeping; results written in place into the buffers
+                    for step in range(args.num_steps):
+                        # one group of all envs, or (--overlap-env) two halves: each infers while the other steps
+                        for k, part in enumerate(env.parts):
+                            if step > 0:
+                                receive(k, step - 1)
+                            obs_buf[step, part] = next_obs[part]
+                            dones[step, part] = next_done[part]
+                            action, logprobs[step, part], values[step, part] = agent.act_and_value(next_obs[part], g)
+                            actions[step, part] = action
+                            env.send(k, action.cpu().numpy())
+                    for k in range(len(env.parts)):
+                        receive(k, args.num_steps - 1)
+                episodes.flush()
 
                 with torch.no_grad():
                     next_value = agent.get_value(next_obs, g).reshape(-1)
@@ -861,7 +865,7 @@ class Run:
                         if fused:
                             penalty = method.add_penalty_grad()
                             loss = loss.detach() + penalty
-                        nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+                        nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=args.fused_adam or None)
                         optimizer.step()
                         method.after_step(lr)
                     method.end_epoch(lr)

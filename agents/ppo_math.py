@@ -60,18 +60,21 @@ def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.T
     return (advantages - advantages.mean()) / (advantages.std() + eps)
 
 
-def build_optimizer(trunk: nn.Module, heads: nn.ModuleList, game: int, lr: float, per_game: bool) -> torch.optim.Adam:
+def build_optimizer(trunk: nn.Module, heads: nn.ModuleList, game: int, lr: float, per_game: bool,
+                    fused: bool = False) -> torch.optim.Adam:
     """Adam (eps 1e-5, as cleanrl and the authors) over the trunk and the heads it trains.
 
     ``per_game``: the trunk and game ``game``'s head, one parameter group (a fresh Adam each game).
     Otherwise one group for the trunk and one per head that exists (``heads[0..]``); later heads
     join with :func:`optimizer_covers`. Heads of finished games get no gradient (their loss is
     not computed), so Adam leaves them untouched: unlike the authors' code, where zeroed (not
-    ``None``) gradients let Adam's momentum keep moving old heads."""
+    ``None``) gradients let Adam's momentum keep moving old heads. ``fused``: torch's fused Adam
+    kernel (``--fused-adam``), the same update up to float rounding."""
+    fused_flag = fused or None
     if per_game:
-        return torch.optim.Adam(list(trunk.parameters()) + list(heads[game].parameters()), lr=lr, eps=1e-5)
+        return torch.optim.Adam(list(trunk.parameters()) + list(heads[game].parameters()), lr=lr, eps=1e-5, fused=fused_flag)
     groups = [{"params": list(trunk.parameters())}] + [{"params": list(h.parameters())} for h in heads]
-    return torch.optim.Adam(groups, lr=lr, eps=1e-5)
+    return torch.optim.Adam(groups, lr=lr, eps=1e-5, fused=fused_flag)
 
 
 def optimizer_covers(optimizer: torch.optim.Optimizer, heads: nn.ModuleList) -> None:

@@ -21,6 +21,23 @@ the rollout batch, one minibatch update
 autograd, and fused: ``add_penalty_grad``); for the Nature CNN at 8 envs / 256-observation minibatches and for ``--preset
 paper`` (4x-wide trunk, 128 envs, 128-observation minibatches).
 
+``--mode baseline`` (issue 19): today's agent against a baseline revision of the code (default
+``d9a930a``, the code before the lean rollout), both at the suite defaults, ``finetune``, one
+torch thread, pinned to one core (``--core``, ``taskset``), alternating baseline and current run
+over ``--rounds``. The baseline runs from a ``git archive`` of that revision in a temporary
+directory. Two measures per run: wall-clock training steps/s (``results.json``), and training
+steps per CPU second of the process (CPU time of an n-update run minus that of a 1-update run,
+so start-up and evaluation cancel). On a machine shared with other jobs the second is the
+steadier: it does not count the time the run waits for the core. Prints each round's figures
+and ratios, the median ratios, and the CPU (model, SIMD flags, cores).
+
+``--mode candidates``: what each change of the lean rollout buys, in process at one thread
+(MinAtar's trunk, 8-env rollout step, 256-observation minibatch), as CPU time of the process:
+``Categorical`` against sampling from the logits, module calls against direct ``forward`` calls,
+``no_grad`` against ``inference_mode``, mixed against one memory layout at the last ReLU, Adam's
+Python loop against its fused kernel, channels-last against contiguous, per-episode against
+per-update logging, and the environment's step for scale.
+
 ``--mode learning``: short runs, fast path (every flag on, bf16 forced on even where ``auto``
 would leave it off) vs plain path over ``--seeds``, on
 MinAtar and Boxing; the end-of-game evaluation of each run (``--jobs`` runs at a time, one
@@ -30,7 +47,9 @@ the plain path's spread (within it, or above).
     python bench/agent_throughput.py                  # speed table and regularizer cost
     python bench/agent_throughput.py --mode parts     # per-part costs (ms)
     python bench/agent_throughput.py --mode learning  # learning unharmed (about 10 minutes on 2 cores)
-    python bench/agent_throughput.py --smoke          # both modes, tiny (a pipeline check)
+    python bench/agent_throughput.py --mode baseline --suites minatar --rounds 5   # vs d9a930a, one pinned core
+    python bench/agent_throughput.py --mode candidates                             # per-change gains (ms)
+    python bench/agent_throughput.py --smoke          # speed, parts and learning modes, tiny (a pipeline check)
 """
 
 from __future__ import annotations
@@ -43,7 +62,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -76,7 +95,7 @@ REGULARIZER_VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 @dataclass
 class BenchArgs:
-    mode: Literal["speed", "parts", "learning"] = "speed"
+    mode: Literal["speed", "parts", "learning", "baseline", "candidates"] = "speed"
     suites: tuple[str, ...] = ("atari", "minatar")
     games: tuple[str, str] = ("Boxing", "Breakout")
     """the timed game of each suite (atari, minatar)"""
@@ -100,6 +119,12 @@ class BenchArgs:
     """learning mode: runs at a time (one torch thread each)"""
     smoke: bool = False
     """tiny settings: checks the pipeline, measures nothing"""
+    baseline_rev: str = "d9a930a"
+    """baseline mode: the git revision that is today's path (the code before issue 19's lean rollout)"""
+    baseline_updates: tuple[int, int] = (3, 24)
+    """baseline mode: PPO updates (of 8 x 128 steps) per timed run (atari, minatar)"""
+    core: int = 0
+    """baseline mode: the CPU core both paths are pinned to (taskset; -1: no pinning)"""
     out: str = "runs/bench/agent_throughput.json"
     device: str = "cpu"
     """parts mode: the device the network parts run on (`cuda` for the GPU check)"""
@@ -119,10 +144,13 @@ def run_argv(suite: str, games: Sequence[str], steps: int, method: str, flags: S
             *(() if eval_episodes > 1 else ("--eval-max-frames", cap)), *flags]
 
 
-def agent_run(argv: list[str]) -> dict:
-    """One run of the agent in a fresh process (no state carried between configurations); its results."""
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "agents", "ppo_continual.py"), *argv], cwd=ROOT,
-                         capture_output=True, text=True)
+def agent_run(argv: list[str], root: str = ROOT, prefix: Sequence[str] = ()) -> dict:
+    """One run of the agent in a fresh process (no state carried between configurations); its results.
+    ``root``: the source tree whose agent runs (a baseline revision's, in ``--mode baseline``);
+    ``prefix``: a command to run it under (``taskset -c 0``)."""
+    env = {**os.environ, "PYTHONPATH": root}
+    out = subprocess.run([*prefix, sys.executable, os.path.join(root, "agents", "ppo_continual.py"), *argv], cwd=root,
+                         capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"agent run exited with {out.returncode}: {' '.join(argv)}\n{out.stderr[-2000:]}")
     return load_results(os.path.join(argv[argv.index("--runs-dir") + 1], argv[argv.index("--run-name") + 1]))
@@ -190,16 +218,18 @@ def speed(args: BenchArgs) -> dict:
     return report
 
 
-def _ms(fn, repeats: int, device: torch.device = torch.device("cpu")) -> float:
+def _ms(fn, repeats: int, device: torch.device = torch.device("cpu"), clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median milliseconds of ``fn`` by ``clock`` (``time.process_time``: CPU time of this process,
+    which on a shared machine leaves out the time spent waiting for a core); CUDA work is synchronized."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     fn()  # warm-up: oneDNN/cuDNN primitives, allocator
     times = []
     for _ in range(repeats):
         sync()
-        start = time.perf_counter()
+        start = clock()
         fn()
         sync()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return 1e3 * float(np.median(times))
 
 
@@ -316,6 +346,205 @@ def learning(args: BenchArgs) -> dict:
     return report
 
 
+def cpu_description() -> dict:
+    """The CPU the numbers come from: model, the SIMD flags that decide oneDNN's kernels, core count."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
+    return {"model": model, "simd": simd, "cores": os.cpu_count(), "torch": torch.__version__}
+
+
+def export_revision(rev: str, into: str) -> str:
+    """The source tree of git revision ``rev`` of this repository, unpacked under ``into``."""
+    tree = os.path.join(into, f"baseline_{rev}")
+    os.makedirs(tree)
+    archive = subprocess.run(["git", "-C", ROOT, "archive", "--format=tar", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+    return tree
+
+
+def baseline(args: BenchArgs) -> dict:
+    """Training steps/s of this tree against ``--baseline-rev``, alternating, on one pinned core, one torch thread."""
+    import shutil
+
+    cpu = cpu_description()
+    pin = ("taskset", "-c", str(args.core)) if args.core >= 0 and shutil.which("taskset") else ()
+    print(f"CPU: {cpu['model']} ({', '.join(cpu['simd'])}; {cpu['cores']} cores), torch {cpu['torch']}, "
+          f"1 torch thread, {'pinned to core ' + str(args.core) if pin else 'not pinned'}", flush=True)
+    report: dict = {"what": "training steps/s, this tree vs the baseline revision, alternating rounds, one core",
+                    "cpu": cpu, "baseline_rev": args.baseline_rev, "pinned": " ".join(pin), "suites": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = export_revision(args.baseline_rev, tmp)
+        for suite, game, updates in zip(("atari", "minatar"), args.games, args.baseline_updates):
+            if suite not in args.suites:
+                continue
+            rows: dict[str, list[float]] = {"baseline": [], "current": []}
+            cpu_rows: dict[str, list[float]] = {"baseline": [], "current": []}
+            for r in range(args.rounds):
+                for path, root in (("baseline", tree), ("current", ROOT)) if r % 2 == 0 else (("current", ROOT), ("baseline", tree)):
+                    cpu = []
+                    for n in (1, updates):  # CPU seconds of a 1-update run and an n-update run: their difference is training alone
+                        argv = run_argv(suite, [game], n * 8 * 128, "finetune", (), tmp, f"{suite}_{path}_{r}_{n}", threads=1)
+                        before = os.times()
+                        res = agent_run(argv, root, pin)
+                        after = os.times()
+                        cpu.append(after.children_user + after.children_system - before.children_user - before.children_system)
+                    rows[path].append(float(res["games_info"][0]["train_sps"]))
+                    cpu_rows[path].append((updates - 1) * 8 * 128 / max(cpu[1] - cpu[0], 1e-9))
+                ratio = rows["current"][-1] / rows["baseline"][-1]
+                cpu_ratio = cpu_rows["current"][-1] / cpu_rows["baseline"][-1]
+                print(f"round {r + 1}/{args.rounds} {suite} {game}: wall-clock steps/s baseline {rows['baseline'][-1]:.0f}, "
+                      f"current {rows['current'][-1]:.0f}, ratio {ratio:.2f}; per CPU second baseline "
+                      f"{cpu_rows['baseline'][-1]:.0f}, current {cpu_rows['current'][-1]:.0f}, ratio {cpu_ratio:.2f}", flush=True)
+            ratios = [c / b for c, b in zip(rows["current"], rows["baseline"])]
+            cpu_ratios = [c / b for c, b in zip(cpu_rows["current"], cpu_rows["baseline"])]
+            med = {k: float(np.median(v)) for k, v in rows.items()}
+            cpu_med = {k: float(np.median(v)) for k, v in cpu_rows.items()}
+            report["suites"][suite] = {"game": game, "updates": updates, "samples": rows, "ratios": ratios,
+                                       "median_ratio": float(np.median(ratios)), "median_steps_per_s": med,
+                                       "cpu_samples": cpu_rows, "cpu_ratios": cpu_ratios,
+                                       "median_cpu_ratio": float(np.median(cpu_ratios)), "median_steps_per_cpu_s": cpu_med}
+            print(f"{suite} {game}: median ratio {np.median(ratios):.2f} wall-clock (rounds {', '.join(f'{x:.2f}' for x in ratios)}), "
+                  f"{np.median(cpu_ratios):.2f} per CPU second (rounds {', '.join(f'{x:.2f}' for x in cpu_ratios)}); median "
+                  f"steps/s baseline {med['baseline']:.0f}, current {med['current']:.0f}; per CPU second baseline "
+                  f"{cpu_med['baseline']:.0f}, current {cpu_med['current']:.0f}", flush=True)
+    return report
+
+
+def candidates(args: BenchArgs) -> dict:
+    """Milliseconds of each change of the lean rollout, before / after, at one torch thread (MinAtar trunk)."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from torch.distributions.categorical import Categorical
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agents.fastpath import FastPath
+    from agents.lean import EpisodeLog
+    from agents.network import Agent
+
+    torch.set_num_threads(1)
+    repeats = 3 if args.smoke else 200
+    torch.manual_seed(0)
+    agent = Agent((16,), 128, "minatar")
+    agent.add_head(3)
+    obs = (torch.rand(256, 10, 10, 10) < 0.1).to(torch.uint8)
+    act = torch.randint(0, 3, (256,))
+
+    def categorical(x: torch.Tensor, action: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Today's path: the distribution object (argument checks off, as with --fewer-syncs)."""
+        hidden = agent.features(x)
+        dist = Categorical(logits=agent.heads[0][0](hidden), validate_args=False)
+        action = dist.sample() if action is None else action
+        return action, dist.log_prob(action), dist.entropy(), agent.heads[0][1](hidden)
+
+    def set_layout(channels_last: bool) -> None:
+        FastPath(SimpleNamespace(bf16="off", channels_last=channels_last, overlap_env=False, fewer_syncs=True,
+                                 num_envs=8, compile=False), torch.device("cpu")).apply(agent)
+
+    def step_old() -> None:
+        with torch.no_grad():
+            categorical(obs[:8], None)
+
+    def step_logits() -> None:
+        with torch.no_grad():
+            agent.get_action_and_value(obs[:8], 0)
+
+    def step_forward() -> None:
+        with torch.no_grad():
+            agent.act_and_value(obs[:8], 0)
+
+    def step_new() -> None:
+        with torch.inference_mode():
+            agent.act_and_value(obs[:8], 0)
+
+    def update(fn, opt, one_layout: bool = True) -> Callable[[], None]:
+        params = list(agent.parameters())
+        conv = agent.contiguous_conv
+
+        def run() -> None:
+            agent.contiguous_conv = conv if one_layout else None
+            _, logprob, entropy, value = fn(obs, act)
+            loss = -logprob.mean() - 0.01 * entropy.mean() + value.square().mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.5, foreach=opt.defaults.get("fused") or None)
+            opt.step()
+        return run
+
+    rows: dict[str, float] = {}
+    set_layout(True)
+    timings = {
+        "rollout_inference_today_categorical_no_grad": step_old,
+        "rollout_inference_logits_no_grad": step_logits,
+        "rollout_inference_logits_forward_direct_no_grad": step_forward,
+        "rollout_inference_logits_forward_direct_inference_mode": step_new,
+        "update_256_today_categorical_mixed_layout_adam_loop": update(
+            categorical, torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5), one_layout=False),
+        "update_256_logits_mixed_layout_adam_loop": update(lambda x, a: agent.get_action_and_value(x, 0, a),
+                                                           torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5), one_layout=False),
+        "update_256_logits_one_layout_adam_loop": update(lambda x, a: agent.get_action_and_value(x, 0, a),
+                                                         torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5)),
+        "update_256_logits_one_layout_adam_fused": update(lambda x, a: agent.get_action_and_value(x, 0, a),
+                                                          torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5, fused=True)),
+    }
+    for _ in range(3):  # interleaved passes; the median of all repetitions per part
+        for key, fn in timings.items():
+            rows.setdefault(key, [])
+            rows[key].append(_ms(fn, repeats // 3 or 1, clock=time.process_time))
+    for layout in (True, False):
+        set_layout(layout)
+        fn = timings["update_256_logits_one_layout_adam_fused"]
+        rows[f"update_256_fused_{'channels_last' if layout else 'contiguous'}"] = [_ms(fn, repeats // 2 or 1, clock=time.process_time)]
+        rows[f"rollout_inference_new_{'channels_last' if layout else 'contiguous'}"] = [_ms(step_new, repeats // 2 or 1, clock=time.process_time)]
+    set_layout(True)
+
+    # the MinAtar environment alone, for scale (an env rewrite was tried: no faster, not kept)
+    from envs.minatar import MinAtarVecEnv
+
+    acts = np.random.default_rng(0).integers(0, 3, (64, 8))
+    env = MinAtarVecEnv("Breakout", 8, seed=0)
+    env.reset()
+    counter = iter(range(10**9))
+    rows["env_step_8"] = [_ms(lambda: env.step(acts[next(counter) % 64]), repeats * 5, clock=time.process_time)]
+
+    # logging: 16 finished episodes per 1024-step update (MinAtar Breakout early in training)
+    info = {"game_over": np.ones(16, dtype=bool), "episode_return": np.arange(16.0), "episode_length": np.full(16, 60)}
+    with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        writer = SummaryWriter(tmp)
+
+        def per_episode() -> None:
+            for i in range(16):
+                print(f"global_step={i} episodic_return={float(info['episode_return'][i]):g} game=Breakout", flush=True)
+                writer.add_scalar("charts/episodic_return", float(info["episode_return"][i]), i)
+                writer.add_scalar("charts/episodic_length", int(info["episode_length"][i]), i)
+                writer.add_scalar("charts/Breakout/episodic_return", float(info["episode_return"][i]), i)
+
+        log = EpisodeLog("Breakout", writer, lambda text: print(text, flush=True))
+
+        def per_update() -> None:
+            log.add(0, info)
+            log.flush()
+
+        rows["logging_16_episodes_per_episode"] = [_ms(per_episode, repeats // 4 or 1, clock=time.process_time)]
+        rows["logging_16_episodes_per_update"] = [_ms(per_update, repeats // 4 or 1, clock=time.process_time)]
+        writer.close()
+    report = {"what": "CPU milliseconds of this process, median; MinAtar trunk, one torch thread", "cpu": cpu_description(),
+              "ms": {k: float(np.median(v)) for k, v in rows.items()}}
+    for key, value in report["ms"].items():
+        print(f"  {key:42s} {value:8.3f} ms")
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = tyro.cli(BenchArgs, args=argv, description=__doc__.split("\n\n")[0])
     if args.smoke:
@@ -325,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.torch_threads)
     for mode in ("speed", "parts", "learning") if args.smoke else (args.mode,):
         t0 = time.time()
-        report = {"speed": speed, "parts": parts, "learning": learning}[mode](args)
+        report = {"speed": speed, "parts": parts, "learning": learning, "baseline": baseline,
+                  "candidates": candidates}[mode](args)
         report["config"] = {**vars(args), "mode": mode, "torch_threads_used": torch.get_num_threads(),
                             "seconds": time.time() - t0, "device": "cuda" if torch.cuda.is_available() else "cpu"}
         report["machine"] = machine()  # CPU model, SIMD flags, threads: the ratios depend on them
