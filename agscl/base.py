@@ -32,7 +32,8 @@ Architectural methods may add optional hooks that learners look up by name: ``pa
 
 from __future__ import annotations
 
-from typing import Any, ContextManager, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, ContextManager, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -87,6 +88,65 @@ def check_range(name: str, value: float, low: float | None, high: float | None, 
         raise ValueError(f"{name}={value!r} is out of range: allowed {name} in {interval}")
 
 
+@dataclass(frozen=True)
+class Hparam:
+    """One user-facing hyperparameter of a method, declared on its class (``hparams``): the
+    learners build their ``--method`` flags, defaults, help and range checks from it, so a new
+    method needs no CLI code of its own.
+
+    ``name`` is the constructor keyword (and the supervised trainer's flag); ``rl_flag`` the
+    agent's flag when it differs (``agscl_lambda`` for AGS-CL's ``lam``), ``rl_default`` the
+    agent's default when it differs. The type is the default's (bool, int, float or str).
+    """
+
+    name: str
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+    rl_flag: str | None = None
+    rl_default: Any = None
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    @property
+    def flag(self) -> str:
+        """The agent's field name for this hyperparameter."""
+        return self.rl_flag or self.name
+
+    def allowed(self) -> str:
+        """The allowed values in words, as error messages and help pages show them."""
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        if self.kind is bool:
+            return "true or false"
+        if self.low is None and self.high is None:
+            return "any number"
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        return f"{'(' if self.low_open or self.low is None else '['}{lo}, {hi}{')' if self.high_open or self.high is None else ']'}"
+
+    def check(self, value: Any, label: str | None = None) -> None:
+        """``ValueError`` with one line naming ``label=value`` and :meth:`allowed` when out of range."""
+        label = label or self.name
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"{label}={value!r} is not valid: choose one of {', '.join(self.choices)}")
+            return
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{label}={value!r} is out of range: allowed {label} true or false")
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{label}={value!r} is not a number")
+        check_range(label, float(value), self.low, self.high, low_open=self.low_open, high_open=self.high_open)
+
+
 class ContinualMethod:
     """Base class: fine-tuning semantics (every hook does nothing).
 
@@ -96,12 +156,21 @@ class ContinualMethod:
     """
 
     name = "finetune"
+    hparams: ClassVar[tuple[Hparam, ...]] = ()
+    """The user-facing hyperparameters (constructor keywords); see :class:`Hparam`."""
+    learners: ClassVar[tuple[str, ...]] = ("rl", "supervised")
+    """Which learners can drive the method: ``rl`` (agents/ppo_continual.py), ``supervised``."""
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec]) -> None:
         self.trunk = trunk
         self.heads = heads
         self.task: int | None = None
         self.tasks_learned = 0
+
+    @classmethod
+    def declared_hparams(cls, fixed: dict[str, Any]) -> tuple[Hparam, ...]:
+        """The hyperparameters a registry entry with constructor keywords ``fixed`` takes."""
+        return tuple(h for h in cls.hparams if h.name not in fixed)
 
     # -- hooks -------------------------------------------------------------------------
     def begin_task(self, task: int) -> None:
