@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
-from agscl.base import Hparam
+from agscl.base import Hparam, retrain_start  # noqa: F401 - the PPO loop imports it from here
 from agscl.registry import method_hparams, method_names
 
 LEARNER = "rl"
@@ -68,15 +68,3 @@ def task_context(method: Any, task: int) -> contextlib.AbstractContextManager[An
     and importance collection of ``task`` run inside it."""
     use_task = getattr(method, "use_task", None)
     return use_task(task) if callable(use_task) else contextlib.nullcontext()
-
-
-def retrain_start(method: Any, total: int) -> int | None:
-    """The 1-based update (or epoch) of ``total`` at which the retraining phase begins for a
-    method with a ``prune`` hook and a ``retrain_fraction``: the last ``round(fraction * total)``
-    of them retrain (at least one when the fraction is > 0). None: the method never prunes (or
-    its fraction is 0, and its ``end_task`` prunes without retraining)."""
-    fraction = float(getattr(method, "retrain_fraction", 0.0) or 0.0)
-    if not callable(getattr(method, "prune", None)) or fraction <= 0:
-        return None
-    retrain = min(total, max(1, round(fraction * total)))
-    return total - retrain + 1

@@ -26,8 +26,12 @@ to ``p.grad`` right after ``loss.backward()`` (:meth:`ContinualMethod.add_penalt
 same update without an autograd graph for the penalty (the RL agent does, ``--fused-penalty``).
 
 Architectural methods may add optional hooks that learners look up by name: ``parameters()``
-(extra trainable parameters for the optimizer), ``set_epoch_length(batches)`` and
-``use_task(task)`` (a context manager for evaluation); HAT in ``supervised/hat.py`` does.
+(extra trainable parameters for the optimizer), ``set_epoch_length(batches)``,
+``use_task(task)`` (a context manager for evaluation and importance collection of a task;
+HAT in ``supervised/hat.py`` and PackNet have it) and ``prune(task)`` with a
+``retrain_fraction`` (PackNet: called once when the task's retraining phase begins, the last
+``retrain_fraction`` of its updates or epochs, see :func:`retrain_start`; the learner then
+resets its optimizer).
 """
 
 from __future__ import annotations
@@ -145,6 +149,18 @@ class Hparam:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{label}={value!r} is not a number")
         check_range(label, float(value), self.low, self.high, low_open=self.low_open, high_open=self.high_open)
+
+
+def retrain_start(method: Any, total: int) -> int | None:
+    """The 1-based update (or epoch) of ``total`` at which the retraining phase begins for a
+    method with a ``prune`` hook and a ``retrain_fraction``: the last ``round(fraction * total)``
+    of them retrain (at least one when the fraction is > 0). None: the method never prunes (or
+    its fraction is 0, and its ``end_task`` prunes without retraining)."""
+    fraction = float(getattr(method, "retrain_fraction", 0.0) or 0.0)
+    if not callable(getattr(method, "prune", None)) or fraction <= 0:
+        return None
+    retrain = min(total, max(1, round(fraction * total)))
+    return total - retrain + 1
 
 
 class ContinualMethod:
