@@ -282,3 +282,54 @@ def test_learners_choices_come_from_the_registry():
     args = Args()  # the flags users have keep their names and defaults
     assert (args.mu, args.agscl_lambda, args.ewc_lambda, args.mas_lambda, args.ewc_gamma) == (0.1, 2100.0, 1e4, 1.0, 1.0)
     assert (args.keep, args.retrain_fraction) == (0.0, 0.2)
+
+
+# -- through the agent ----------------------------------------------------------------------------
+
+AGENT_TINY = ["--suite", "minatar", "--games", "Breakout", "Asterix", "--steps-per-game", "1280", "--num-envs", "4",
+              "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "2", "--eval-episodes", "3",
+              "--random-episodes", "3", "--eval-envs", "3", "--eval-max-frames", "200", "--importance-obs", "64",
+              "--importance-batch", "32", "--seed", "5", "--torch-threads", "1", "--checkpoint-every", "0",
+              "--method", "packnet"]
+
+
+def test_agent_prunes_resumes_mid_retraining_and_keeps_game0_bit_exact(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("minatar", reason='needs pip install -e ".[minatar]"')
+    from agents import ppo_continual
+
+    # 10 updates a game, retrain_fraction 0.2: pruned at update 9; the run is stopped after it
+    original = ppo_continual.Run.stop_if_requested
+
+    def stop_in_retraining(self, optimizer):
+        if self.game == 0 and self.update == 9:
+            self.checkpoint(optimizer, boundary=False)
+            raise ppo_continual.Stopped()
+        original(self, optimizer)
+
+    monkeypatch.setattr(ppo_continual.Run, "stop_if_requested", stop_in_retraining)
+    assert ppo_continual.main([*AGENT_TINY, "--runs-dir", str(tmp_path), "--run-name", "p"]) == 128
+    assert "pruned for Breakout, retraining updates 9..10" in capsys.readouterr().out
+    run_dir = tmp_path / "p"
+    mid = torch.load(run_dir / "ckpt" / "latest.pt", weights_only=False)
+    assert (mid["game"], mid["update"], mid["method"]["pruned_task"]) == (0, 9, 0)
+    names, owner_mid = mid["method"]["names"], mid["method"]["owner"]
+    monkeypatch.setattr(ppo_continual.Run, "stop_if_requested", original)
+    assert ppo_continual.main(["--resume", str(run_dir)]) == 0
+    assert "pruned for" not in capsys.readouterr().out.split("resuming")[1].split("game 2/2")[0]  # no second pruning
+
+    g0 = torch.load(run_dir / "ckpt" / "game0.pt", weights_only=False)
+    g1 = torch.load(run_dir / "ckpt" / "game1.pt", weights_only=False)
+    for name, own_mid, own_end in zip(names, owner_mid, g0["method"]["owner"]):
+        assert torch.equal(own_mid, own_end)  # the owner map of the checkpoint, not a new pruning
+        assert (g0["agent"][f"trunk.{name}"][own_mid == 0] == 0).all()  # the pruned set stayed exactly 0
+        own0 = own_mid == 1
+        assert torch.equal(g1["agent"][f"trunk.{name}"][own0], g0["agent"][f"trunk.{name}"][own0])
+        assert not torch.equal(g1["agent"][f"trunk.{name}"][~own0], g0["agent"][f"trunk.{name}"][~own0])
+    for key, value in g0["agent"].items():
+        if key.startswith("heads.0.") or (key.startswith("trunk.") and key.endswith(".bias")):
+            assert torch.equal(g1["agent"][key], value), key  # game 0's head and the biases: untouched
+    from agents.results import load_results
+
+    res = load_results(str(run_dir))
+    free = [entry["free_fraction"] for entry in res["regularizer"]]
+    assert abs(free[0] - 0.5) < 0.01 and free[1] == 0.0  # two games: half the trunk each
