@@ -66,6 +66,11 @@ class PackNet(ContinualMethod):
             raise ValueError(f"num_tasks={num_tasks!r} is out of range: allowed num_tasks an integer in [1, {MAX_TASKS}]")
         for spec, value in zip(self.hparams, (keep, retrain_fraction)):
             spec.check(value)
+        norms = [name for name, m in trunk.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if norms:
+            raise ValueError(f"the trunk has BatchNorm layers ({', '.join(norms)}): their running statistics would "
+                             "keep changing with later tasks, so PackNet could not keep a task's function; use a trunk "
+                             "without BatchNorm")
         super().__init__(trunk, heads)
         self.num_tasks, self.keep, self.retrain_fraction = int(num_tasks), float(keep), float(retrain_fraction)
         named = [(n, p) for n, p in trunk.named_parameters() if p.requires_grad]

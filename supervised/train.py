@@ -498,8 +498,11 @@ def build_method(resolved: Resolved, trunk: nn.Module, heads: nn.ModuleList) -> 
     methods that take them (HAT and PackNet need the count, AGS-CL draws its re-init from the seed)."""
     from agscl.registry import make_method
 
-    return make_method(resolved.config.method, trunk, heads, num_tasks=len(heads), seed=resolved.config.seed,
-                       **resolved.hparams)
+    try:
+        return make_method(resolved.config.method, trunk, heads, num_tasks=len(heads), seed=resolved.config.seed,
+                           **resolved.hparams)
+    except ValueError as exc:
+        raise UsageError(f"method {resolved.config.method!r} on network {resolved.network!r}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------

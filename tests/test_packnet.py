@@ -217,6 +217,9 @@ def test_bad_values_name_the_allowed_range():
         make_method("packnet", trunk, heads, num_tasks=2, retrain_fraction=1.0)
     with pytest.raises(ValueError, match="num_tasks"):
         make_method("packnet", trunk, heads, num_tasks=0)
+    bn_trunk = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU())
+    with pytest.raises(ValueError, match="BatchNorm"):
+        make_method("packnet", bn_trunk, heads, num_tasks=2)
 
 
 # -- one place to add a method --------------------------------------------------------------------
