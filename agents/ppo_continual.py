@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import tyro
 
-from agents.evaluation import collect_observations, evaluate, evaluate_random
+from agents.evaluation import collect_observations, dormant_fraction, evaluate, evaluate_random
 from agents.fastpath import FastPath, SplitEnv, progress_line
 from agents.methods_cli import method_kwargs, retrain_start, task_context, with_method_flags
 from agents.network import Agent, layer_init
@@ -99,8 +99,9 @@ class Args:
     sequence: Optional[str] = None
     """a named game sequence of the suite instead of --games (atari `paper`: StarGunner Boxing VideoPinball
     CrazyClimber Gopher Robotank DemonAttack NameThisGame)"""
-    steps_per_game: int = 10_000_000
-    """environment steps per game (rounded down to whole PPO updates)"""
+    steps_per_game: tuple[int, ...] = (10_000_000,)
+    """environment steps per game (rounded down to whole PPO updates): one value for every game, or one value per
+    game in the order of --games (a game that needs longer, e.g. MinAtar Asterix)"""
     backend: Literal["envpool", "ale"] = "envpool"
     """vector-environment backend (same observations and rewards)"""
     env_threads: int = 0
@@ -209,7 +210,7 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
         games=("Breakout", "SpaceInvaders", "Freeway"),
         channels=(16,),
         hidden=128,
-        steps_per_game=300_000,
+        steps_per_game=(300_000,),
         eval_every=100_000,
         eval_max_frames=MINATAR_MAX_STEPS,
         checkpoint_every=100_000,
@@ -227,7 +228,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
     "paper": dict(
         games=PAPER_GAMES,
-        steps_per_game=10_000_000,
+        steps_per_game=(10_000_000,),
         num_envs=128,
         num_steps=64,
         update_epochs=10,
@@ -251,6 +252,14 @@ class NonFiniteLoss(Exception):
 
 class Stopped(Exception):
     """SIGINT/SIGTERM: the run checkpointed at the end of an update and stops (exit 128 + signal)."""
+
+
+def game_budgets(steps_per_game: int | Sequence[int], games: int) -> list[int] | None:
+    """Steps of each game from ``--steps-per-game`` (one value for all, or one per game); None if neither."""
+    values = [int(steps_per_game)] if isinstance(steps_per_game, int) else [int(v) for v in steps_per_game]
+    if len(values) == 1:
+        return values * games
+    return values if len(values) == games else None
 
 
 def trunk_channels(args: Args) -> tuple[int, ...]:
@@ -322,7 +331,7 @@ def validate(args: Args) -> list[str]:
             __import__("minatar")
         except ImportError:
             raise UserError('--suite minatar needs the optional extra: pip install -e ".[minatar]"') from None
-    positive_ints = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "steps_per_game", "eval_episodes",
+    positive_ints = ("num_envs", "num_steps", "num_minibatches", "update_epochs", "eval_episodes",
                      "eval_envs", "importance_obs", "importance_batch", "width", "hidden", "random_episodes")
     for name in positive_ints:
         _check(name, getattr(args, name) >= 1, "an integer >= 1", getattr(args, name))
@@ -353,7 +362,10 @@ def validate(args: Args) -> list[str]:
             f"--num-minibatches={args.num_minibatches} does not divide the batch num_envs*num_steps={batch}: "
             f"choose a divisor of {batch}"
         )
-    _check("steps_per_game", args.steps_per_game >= batch, f"at least one PPO batch (num_envs*num_steps={batch})", args.steps_per_game)
+    budgets = game_budgets(args.steps_per_game, len(games))
+    _check("steps_per_game", budgets is not None, f"one value, or one per game ({len(games)})", args.steps_per_game)
+    _check("steps_per_game", min(budgets or [0]) >= batch, f"at least one PPO batch (num_envs*num_steps={batch}) per game",
+           args.steps_per_game)
     return games
 
 
@@ -452,8 +464,10 @@ class Run:
         args = self.args
         self.batch_size = args.num_envs * args.num_steps
         self.minibatch_size = self.batch_size // args.num_minibatches
-        self.num_updates = args.steps_per_game // self.batch_size
-        self.steps_per_game = self.num_updates * self.batch_size
+        # whole PPO updates per game; num_updates / steps_per_game are the current game's (set in train_game)
+        self.game_updates = [steps // self.batch_size for steps in game_budgets(args.steps_per_game, len(self.games)) or []]
+        self.game_steps = [u * self.batch_size for u in self.game_updates]
+        self.num_updates, self.steps_per_game = self.game_updates[0], self.game_steps[0]
         ckpt = setup.checkpoint
         if ckpt is None:
             n = len(self.games)
@@ -462,7 +476,8 @@ class Run:
                 "config": dataclasses.asdict(args),
                 "versions": [],  # one entry per start, restart and resume (see Run.run)
                 "games": list(self.games),
-                "steps_per_game": self.steps_per_game,
+                "steps_per_game": self.steps_per_game,  # the first game's (all games' when they are equal)
+                "game_steps": list(self.game_steps),
                 "action_counts": [],
                 "score_matrix": [[None] * n for _ in range(n)],
                 "score_std_matrix": [[None] * n for _ in range(n)],
@@ -657,6 +672,7 @@ class Run:
     def train_game(self) -> None:
         args, agent, method, device, fast = self.args, self.agent, self.method, self.device, self.fast
         g, game = self.game, self.games[self.game]
+        self.num_updates, self.steps_per_game = self.game_updates[g], self.game_steps[g]
         if self.update == 0:
             self.measure_random(g)
         env = SplitEnv(lambda n, seed: self.make_env(game, n, seed, train=True), args.num_envs,
@@ -813,7 +829,7 @@ class Run:
                 stats = {} if last else self.log_statistics()  # the last update's come after end_task, same step
                 extra = " ".join(f"{k}={v:.4g}" for k, v in stats.items() if k in ("sparsity", "frozen_groups"))
                 game_left = self.steps_per_game - self.update * self.batch_size
-                left = progress_line(sps, game_left, game_left + (len(self.games) - g - 1) * self.steps_per_game)
+                left = progress_line(sps, game_left, game_left + sum(self.game_steps[g + 1:]))
                 self.log(f"game={game} {g + 1}/{len(self.games)} update={self.update}/{self.num_updates} {left} "
                          f"loss={losses['loss']:.4f} {extra}".rstrip())
 
@@ -833,9 +849,12 @@ class Run:
             count = min(args.importance_obs, self.steps_per_game)
             with task_context(method, g):
                 stored, _ = collect_observations(agent, env, next_obs.cpu().numpy(), g, count, device)
-            method.end_task(g, ScaledBatches(stored, args.importance_batch, device, self.suite.obs_scale))
-            del stored
-            stats = self.log_statistics()
+            batches = ScaledBatches(stored, args.importance_batch, device, self.suite.obs_scale)
+            dormant = dormant_fraction(agent.trunk, batches)  # before end_task: (I.2) re-draws nodes
+            method.end_task(g, batches)
+            del stored, batches
+            stats = {**self.log_statistics(), "dormant_fraction": dormant}
+            self.writer.add_scalar("regularizer/dormant_fraction", dormant, self.global_step)
             self.results["regularizer"].append({"game": g, "game_name": game, "global_step": self.global_step, **stats})
             self.log(f"end of {game}: {args.method} importance from {count} observations ({time.time() - t0:.1f}s)")
         finally:
