@@ -1,35 +1,61 @@
-"""Seeds x methods results of continual RL runs: per-run metrics, 95% intervals, table, figure.
+"""Seeds x methods results of continual RL runs: per-run metrics, 95% intervals, tables, figures.
 
 Input is only the runs' ``results.json`` files. The fine-tuning runs of the same grid are the
 reference (the paper's Figure 7 normalizes by fine-tuning): per game, the mean over its seeds
-of its best evaluation score (``max``) and of its score right after learning the game
-(``diag``). Each run then gets, on scores shifted by its own random-policy score ``R``
-(see :mod:`agents.results`):
+of its best evaluation (:func:`agents.results.best_evaluations`: the best over the whole
+timeline, mid-game evaluations included, the one definition the agent and the plots use too)
+and of its score right after learning the game (``diag``). Each run then gets, on scores
+shifted by its own random-policy score ``R`` (:func:`agents.results.run_ratios`):
 
 - ``final_return``: mean over games of the raw final score ``A[T, j]`` (units differ per game);
 - ``accumulated_normalized``: sum over games of ``(A[T, j] - R_j) / (max_j - R_j)`` (at most
-  the number of games for an agent that forgets nothing and matches fine-tuning's best);
+  the number of games for an agent that forgets nothing and matches fine-tuning's best), and
+  ``after_game[i]``, the same sum over games ``0..i`` after learning game ``i`` (the paper's curve);
 - ``P``: mean over games of ``(A[j, j] - R_j) / (diag_j - R_j)``;
 - ``S``: mean over games of ``(A[T, j] - R_j) / max_i (A[i, j] - R_j)``;
-- ``forgetting``: mean over games ``j < T`` of ``(max_{i<T} A[i, j] - A[T, j]) / (max_j - R_j)``.
+- ``forgetting``: mean over games ``j < T`` of ``(max_{i<T} A[i, j] - A[T, j]) / (max_j - R_j)``;
+- the capacity left after each game (``results["regularizer"][g]``): AGS-CL's free nodes
+  (``sparsity``, |G0|/|G|), PackNet's free weights (``free_fraction``) and every method's dormant
+  trunk units (``dormant_fraction``); "n/a" where a run does not record it (older runs).
 
-Every number is reported as the mean over seeds with a 95% percentile-bootstrap interval from
-``scipy.stats.bootstrap`` (10,000 resamples). With 3 seeds such an interval is coarse: it
-shows the spread of the seeds, not a population guarantee.
+A ratio whose gain over random is within the evaluations' noise is undefined (null, and left out
+of means and sums; :func:`agents.results.gain_over_random`). Every number is reported as the
+mean over the seeds where it is defined, with a 95% percentile-bootstrap interval from
+``scipy.stats.bootstrap`` (10,000 resamples), and the count of those seeds wherever it is fewer
+than the method's seeds. With 3 seeds such an interval is coarse: it shows the spread of the
+seeds, not a population guarantee. The probability that AGS-CL improves on each other method is
+rliable's ``probability_of_improvement`` on the final normalized score per game, with rliable's
+stratified bootstrap interval. docs/metrics.md has every definition.
+
+    python -m agents.aggregate --sweep-dir runs/continual_minatar5 --out-dir docs/results --name continual_minatar5
+    python -m agents.aggregate runs/a runs/b ... --labels finetune agscl ... --out-dir DIR --name NAME
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import sys
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import numpy as np
+import tyro
 
-from agents.results import games_done, load_results, random_scores, save_figure_atomic, score_matrix
-from agscl import metrics
+from agents.results import (Stats, best_evaluations, boundary_evaluations, games_done, load_results, mean_of, normalized,
+                            pooled, run_ratios, save_figure_atomic, score_matrix, write_json_atomic, write_text_atomic)
 
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
+#: rliable's stratified bootstrap replications for the probability of improvement
+IMPROVEMENT_REPS = 2_000
+#: the capacity measures read from ``results["regularizer"][g]``: (summary key, results key, what it is)
+CAPACITY = (("free_nodes", "sparsity", "AGS-CL free nodes (G0 / G)"),
+            ("free_weights", "free_fraction", "PackNet free weights"),
+            ("dormant", "dormant_fraction", "dormant trunk units"))
 
 
 @dataclass
@@ -45,10 +71,14 @@ class RunRecord:
     steps_per_game: int = 0
     method: str = ""  # the agent's --method (fine-tuning runs are the reference, whatever their label)
     timeline: list[dict[str, Any]] = field(default_factory=list)  # results.json's evaluations
+    entries: list[list[Any]] = field(default_factory=list)  # end-of-game evaluations (agents.results.boundary_evaluations)
+    random_stats: list[Any] = field(default_factory=list)  # random-policy evaluation per game (with its episodes)
+    regularizer: list[dict[str, Any]] = field(default_factory=list)  # results["regularizer"]: one entry per game
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     accumulated: np.ndarray = field(default_factory=lambda: np.zeros(0))  # over the timeline
     values: dict[str, float] = field(default_factory=dict)
     per_game: dict[str, np.ndarray] = field(default_factory=dict)
+    undefined: list[str] = field(default_factory=list)  # games whose normalized return is undefined (noise)
 
 
 def read_run(path: str, label: str | None = None) -> RunRecord:
@@ -57,68 +87,84 @@ def read_run(path: str, label: str | None = None) -> RunRecord:
     games = list(results["games"])
     if games_done(results) < len(games):
         raise ValueError(f"{path} has finished {games_done(results)} of {len(games)} games: resume it first")
-    random = random_scores(results)
+    random = results["random"]
     if any(g not in random for g in games):
         raise ValueError(f"{path} has no random-policy scores (results format < 2): re-run it")
     config = results["config"]
     return RunRecord(path, label or str(config.get("method")), int(config.get("seed", 0)), games,
-                     score_matrix(results), np.array([random[g] for g in games]), int(results["steps_per_game"]),
-                     str(config.get("method")), results["timeline"])
+                     score_matrix(results), np.array([mean_of(random[g]) for g in games]), int(results["steps_per_game"]),
+                     str(config.get("method")), results["timeline"], boundary_evaluations(results),
+                     [random[g] for g in games], list(results.get("regularizer") or []))
 
 
 @dataclass
 class Reference:
     max_return: np.ndarray  # per game: mean over fine-tuning seeds of the best evaluation score
     diag_return: np.ndarray  # per game: mean over fine-tuning seeds of A[j, j]
+    best: list[Stats] = field(default_factory=list)  # the same as statistics (mean and pooled standard error)
+    diag: list[Stats] = field(default_factory=list)
+
+    def as_results_reference(self, games: Sequence[str]) -> dict[str, Any]:
+        """In the form of results.json's ``reference`` (for :func:`agents.results.normalized`)."""
+        return {"max_return": {g: float(self.best[j]["mean"]) for j, g in enumerate(games)},
+                "max_se": {g: float(self.best[j]["se"]) for j, g in enumerate(games)}}
 
 
 def reference_from(finetune_runs: Sequence[RunRecord]) -> Reference:
+    """The grid's fine-tuning reference: per game, the best evaluation of each seed over its whole
+    timeline (:func:`agents.results.best_evaluations`) and its end-of-game score, pooled over seeds."""
     if not finetune_runs:
         raise ValueError("no fine-tuning run: the grid needs the finetune method as its reference")
     games = finetune_runs[0].games
-    best = np.array([[np.nanmax(r.matrix[:, j]) for j in range(len(games))] for r in finetune_runs])
-    diag = np.array([np.diag(r.matrix) for r in finetune_runs])
-    return Reference(best.mean(axis=0), diag.mean(axis=0))
-
-
-def _timeline(timeline: list[dict[str, Any]], games: list[str], random: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    steps, acc = [], []
-    for entry in timeline:
-        total = 0.0
-        for g, stats in entry["scores"].items():
-            j = games.index(g)
-            total += (float(stats["mean"]) - random[j]) / scale[j]
-        steps.append(entry["global_step"])
-        acc.append(total)
-    return np.array(steps), np.array(acc)
+    bests = [best_evaluations({"timeline": r.timeline}) for r in finetune_runs]
+    best = [pooled([b[g] if g in b else float(np.nanmax(r.matrix[:, j])) for b, r in zip(bests, finetune_runs)])
+            for j, g in enumerate(games)]
+    diag = [pooled([r.entries[j][j] for r in finetune_runs]) for j in range(len(games))]
+    return Reference(np.array([b["mean"] for b in best]), np.array([d["mean"] for d in diag]), best, diag)
 
 
 def compute(run: RunRecord, ref: Reference) -> RunRecord:
     """Fill ``run.values``, ``run.per_game`` and the normalized timeline (module docstring)."""
-    a, r, n = run.matrix, run.random, len(run.games)
-    scale = ref.max_return - r
-    if not (scale > 0).all():
-        bad = [g for g, s in zip(run.games, scale) if not s > 0]
-        raise ValueError(f"fine-tuning never beat the random policy on {', '.join(bad)}: nothing to normalize by")
-    p = metrics.plasticity_per_task(a, ref.diag_return, r)
-    s = metrics.stability_per_task(a, r)
-    f = metrics.forgetting_per_task(a) / scale[: n - 1]
-    final_norm = (a[n - 1] - r) / scale
-    run.per_game = {"final": a[n - 1].copy(), "final_normalized": final_norm, "P": p, "S": s}
+    a, n = run.matrix, len(run.games)
+    ratios = run_ratios(run.entries, run.random_stats, ref.best, ref.diag)
+    final_norm = ratios["normalized"][n - 1]
+    run.undefined = [g for g, v in zip(run.games, final_norm) if not np.isfinite(v)]
+    run.per_game = {"final": a[n - 1].copy(), "final_normalized": final_norm, "P": ratios["P"], "S": ratios["S"],
+                    "after_game": ratios["accumulated"]}
+    for key, source, _ in CAPACITY:
+        run.per_game[key] = np.array([_regularizer_value(run.regularizer, g, source) for g in range(n)])
+    f = ratios["forgetting"]
     run.values = {
         "final_return": float(np.mean(a[n - 1])),
-        "accumulated_normalized": float(final_norm.sum()),
-        "P": float(np.nanmean(p)),
-        "S": float(np.nanmean(s)),
-        "forgetting": float(f.mean()) if f.size else 0.0,
+        "accumulated_normalized": float(ratios["accumulated"][n - 1]),
+        "P": _nanmean(ratios["P"]),
+        "S": _nanmean(ratios["S"]),
+        "forgetting": _nanmean(f) if f.size else 0.0,
     }
-    run.steps, run.accumulated = _timeline(run.timeline, run.games, r, scale)
+    reference = ref.as_results_reference(run.games)
+    random = dict(zip(run.games, run.random_stats))
+    run.steps = np.array([e["global_step"] for e in run.timeline])
+    run.accumulated = np.array([normalized(e["scores"], reference, random)[1] for e in run.timeline])
     return run
 
 
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def _regularizer_value(entries: Sequence[dict[str, Any]], game: int, key: str) -> float:
+    """``results["regularizer"]``'s ``key`` at the end of game ``game``; NaN when not recorded."""
+    for entry in entries:
+        if entry.get("game") == game and isinstance(entry.get(key), (int, float)):
+            return float(entry[key])
+    return math.nan
+
+
 def interval(values: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile-bootstrap interval of ``values`` (scipy.stats.bootstrap);
-    the interval collapses to the mean when all values are equal or only one is given."""
+    """Mean and 95% percentile-bootstrap interval of the finite ``values`` (scipy.stats.bootstrap);
+    undefined (NaN) values are left out (:func:`defined` counts what is left); the interval
+    collapses to the mean when all values are equal or only one is given."""
     from scipy.stats import bootstrap
 
     x = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
@@ -132,21 +178,84 @@ def interval(values: Sequence[float], seed: int = 0) -> tuple[float, float, floa
     return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def defined(values: Sequence[float]) -> int:
+    """How many of ``values`` :func:`interval` uses (the finite ones)."""
+    return int(np.isfinite(np.asarray(values, dtype=np.float64)).sum())
+
+
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
+    """P(X > Y): per game, the share of (run of X, run of Y) pairs where X scores higher, ties
+    counted one half (the Mann-Whitney U statistic over ``n_x * n_y``), averaged over games.
+    ``scores_*``: runs x games. The same number as rliable's ``metrics.probability_of_improvement``
+    (tests/test_aggregate.py checks it), vectorized: rliable's calls scipy's ``mannwhitneyu`` once
+    per game, about 100 times slower inside a 2,000-replication bootstrap."""
+    x, y = np.asarray(scores_x, dtype=np.float64), np.asarray(scores_y, dtype=np.float64)
+    diff = x[:, None, :] - y[None, :, :]  # runs_x x runs_y x games
+    per_game = ((diff > 0).sum(axis=(0, 1)) + 0.5 * (diff == 0).sum(axis=(0, 1))) / (x.shape[0] * y.shape[0])
+    return float(per_game.mean())
+
+
+def improvement_probabilities(runs: Sequence[RunRecord], improver: str, reps: int = IMPROVEMENT_REPS,
+                              seed: int = 0) -> dict[str, Any]:
+    """For each other label Y: P(``improver`` > Y) on the final normalized score per game
+    (:func:`probability_of_improvement`), with the 95% percentile interval of rliable's stratified
+    bootstrap (``library.get_interval_estimates``: the runs of X and of Y resampled independently, within
+    each game). Games where
+    some run of the pair has no defined normalized score are left out (and listed); None when no
+    game is left or the improver is not in the grid."""
+    from rliable import library as rly
+
+    labels = list(dict.fromkeys(r.label for r in runs))
+    if improver not in labels:
+        return {}
+    games = runs[0].games
+
+    def scores(label: str) -> np.ndarray:
+        return np.array([r.per_game["final_normalized"] for r in runs if r.label == label], dtype=np.float64)
+
+    x = scores(improver)
+    out: dict[str, Any] = {}
+    for other in labels:
+        if other == improver:
+            continue
+        y = scores(other)
+        keep = np.isfinite(x).all(axis=0) & np.isfinite(y).all(axis=0)
+        entry: dict[str, Any] = {"games": [g for g, k in zip(games, keep) if k],
+                                 "left_out": [g for g, k in zip(games, keep) if not k], "runs": [len(x), len(y)]}
+        if keep.any():
+            with warnings.catch_warnings():  # arch's notice that random_state will become a Generator
+                warnings.simplefilter("ignore", FutureWarning)
+                point, cis = rly.get_interval_estimates({"pair": (x[:, keep], y[:, keep])}, probability_of_improvement,
+                                                        reps=reps, confidence_interval_size=CONFIDENCE,
+                                                        random_state=np.random.RandomState(seed))
+            low, high = np.ravel(cis["pair"])
+            entry["probability"] = [float(point["pair"]), float(low), float(high)]
+        else:
+            entry["probability"] = None
+        out[other] = entry
+    return out
+
+
 def summarize(runs: Sequence[RunRecord]) -> dict[str, Any]:
-    """Per method: the mean score matrix over seeds and every metric with its interval."""
+    """Per method: the mean score matrix over seeds and every metric with its interval, the
+    number of seeds each is defined on, the curve after each game and the capacity left."""
     by_label: dict[str, list[RunRecord]] = {}
     for run in runs:
         by_label.setdefault(run.label, []).append(run)
     games = runs[0].games
-    out: dict[str, Any] = {"games": games, "random": np.mean([r.random for r in runs], axis=0).tolist(), "methods": {}}
+    out: dict[str, Any] = {"games": games, "random": np.mean([r.random for r in runs], axis=0).tolist(), "methods": {},
+                           "undefined": {r.path: r.undefined for r in runs if r.undefined}}
     for label, group in by_label.items():
+        per_game_keys = list(group[0].per_game)
         entry: dict[str, Any] = {
             "seeds": sorted(r.seed for r in group),
             "runs": [r.path for r in group],
             "score_matrix_mean": np.mean([r.matrix for r in group], axis=0).tolist(),  # NaN above the diagonal
             "metrics": {k: interval([r.values[k] for r in group]) for k in group[0].values},
-            "per_game": {k: [interval([r.per_game[k][j] for r in group]) for j in range(len(games))]
-                         for k in group[0].per_game},
+            "defined": {k: defined([r.values[k] for r in group]) for k in group[0].values},
+            "per_game": {k: [interval([r.per_game[k][j] for r in group]) for j in range(len(games))] for k in per_game_keys},
+            "per_game_defined": {k: [defined([r.per_game[k][j] for r in group]) for j in range(len(games))]
+                                 for k in per_game_keys},
         }
         out["methods"][label] = entry
     return out
@@ -163,29 +272,61 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def _fmt(ci: Sequence[float], digits: int = 2) -> str:
-    mean, lo, hi = ci
-    if not np.isfinite(mean):
+def _fmt(ci: Sequence[Any] | None, digits: int = 2, count: int | None = None, seeds: int | None = None) -> str:
+    """``mean [low, high]``, with ``(n=count)`` when fewer seeds than the method's are defined;
+    "n/a" when none is (or the runs do not record it)."""
+    if ci is None or ci[0] is None or not np.isfinite(ci[0]):
         return "n/a"
-    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    mean, lo, hi = ci
+    text = f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return text + (f" (n={count})" if count is not None and seeds is not None and count != seeds else "")
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """The results as Markdown: the headline table, per-game S, and each method's score matrix."""
+    """The results as Markdown: the headline table, the curve after each game, the probability of
+    improvement, the capacity left, per-game S and each method's score matrix."""
     games = summary["games"]
     lines = ["| method | seeds | average final return | accumulated normalized return | P | S | forgetting (normalized) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
+    keys = ("final_return", "accumulated_normalized", "P", "S", "forgetting")
     for label, m in summary["methods"].items():
-        v = m["metrics"]
-        lines.append(f"| {label} | {len(m['seeds'])} | {_fmt(v['final_return'])} | {_fmt(v['accumulated_normalized'])} | "
-                     f"{_fmt(v['P'])} | {_fmt(v['S'])} | {_fmt(v['forgetting'])} |")
+        seeds, counts = len(m["seeds"]), m.get("defined", {})
+        cells = [_fmt(m["metrics"][k], count=counts.get(k), seeds=seeds) for k in keys]
+        lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + " |")
+    if any("(n=" in line for line in lines):
+        lines += ["", "(n=k): the cell's mean and interval are over the k seeds where the metric is defined (docs/metrics.md)."]
+    if any("after_game" in m["per_game"] for m in summary["methods"].values()):
+        lines += ["", "Accumulated normalized return after each game (mean [95% CI] over seeds):", "",
+                  "| method | " + " | ".join(f"after {g}" for g in games) + " |", "| --- |" + " --- |" * len(games)]
+        for label, m in summary["methods"].items():
+            lines.append(f"| {label} | " + " | ".join(_per_game_cell(m, "after_game", j) for j in range(len(games))) + " |")
+    improvement = summary.get("probability_of_improvement")
+    if improvement:
+        improver = summary.get("improver", "agscl")
+        lines += ["", f"Probability that {improver} improves on each method (final normalized score per game; "
+                      "rliable, stratified bootstrap 95% CI):", "",
+                  f"| method | P({improver} > method) | games | runs ({improver}, method) |", "| --- | --- | --- | --- |"]
+        for other, e in improvement.items():
+            left = f" (left out: {', '.join(e['left_out'])})" if e["left_out"] else ""
+            lines.append(f"| {other} | {_fmt(e['probability'])} | {len(e['games'])}{left} | {e['runs'][0]}, {e['runs'][1]} |")
+    lines += ["", "Capacity left after each game (mean [95% CI] over seeds; n/a: not recorded by these runs):", "",
+              "| method | measure | " + " | ".join(f"after {g}" for g in games) + " |", "| --- | --- |" + " --- |" * len(games)]
+    for label, m in summary["methods"].items():
+        for key, _, what in CAPACITY:
+            if key in m["per_game"] and any(c > 0 for c in m["per_game_defined"][key]):
+                lines.append(f"| {label} | {what} | " + " | ".join(_per_game_cell(m, key, j) for j in range(len(games))) + " |")
+            elif key == "dormant":
+                lines.append(f"| {label} | {what} | " + " | ".join("n/a" for _ in games) + " |")
     lines += ["", "Per game, final score / S (mean [95% CI]); random policy: " +
               ", ".join(f"{g} {r:.2f}" for g, r in zip(games, summary["random"])), "",
               "| method | " + " | ".join(f"{g} final | {g} S" for g in games) + " |",
               "| --- |" + " --- | --- |" * len(games)]
     for label, m in summary["methods"].items():
-        cells = [f"{_fmt(m['per_game']['final'][j], 1)} | {_fmt(m['per_game']['S'][j])}" for j in range(len(games))]
+        cells = [f"{_per_game_cell(m, 'final', j, 1)} | {_per_game_cell(m, 'S', j)}" for j in range(len(games))]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if summary.get("undefined"):
+        lines += ["", "Normalized returns left undefined (fine-tuning's gain over the run's random score within noise):"]
+        lines += [f"- {os.path.basename(str(path))}: {', '.join(gs)}" for path, gs in summary["undefined"].items()]
     lines += ["", "Score matrices (row: after learning game i; mean over seeds):", ""]
     for label, m in summary["methods"].items():
         lines += [f"{label}:", "", "| after \\ on | " + " | ".join(games) + " |", "| --- |" + " --- |" * len(games)]
@@ -194,6 +335,11 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {games[i]} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _per_game_cell(m: dict[str, Any], key: str, j: int, digits: int = 2) -> str:
+    counts = m.get("per_game_defined", {}).get(key)
+    return _fmt(m["per_game"][key][j], digits, None if counts is None else counts[j], len(m["seeds"]))
 
 
 def draw(runs: Sequence[RunRecord], summary: dict[str, Any], out: str) -> None:
@@ -239,8 +385,47 @@ def draw(runs: Sequence[RunRecord], summary: dict[str, Any], out: str) -> None:
     plt.close(fig)
 
 
-def aggregate(run_dirs: Sequence[str], labels: Sequence[str] | None = None) -> tuple[list[RunRecord], dict[str, Any]]:
-    """Read, reference (the ``finetune`` runs), compute and summarize a grid of runs."""
+def draw_after_games(summary: dict[str, Any], out: str) -> None:
+    """The paper's curve: (a) the accumulated normalized return after learning each game, mean and
+    95% band over seeds per method; (b) the capacity left after each game (free nodes of AGS-CL,
+    free weights of PackNet, solid; dormant trunk units of every method, dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    games = summary["games"]
+    x = np.arange(1, len(games) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    for k, (label, m) in enumerate(summary["methods"].items()):
+        cis = np.array(m["per_game"]["after_game"], dtype=float)
+        axes[0].plot(x, cis[:, 0], marker="o", color=f"C{k}", label=label)
+        axes[0].fill_between(x, cis[:, 1], cis[:, 2], color=f"C{k}", alpha=0.2)
+        for key, style in (("free_nodes", "-"), ("free_weights", "-"), ("dormant", "--")):
+            cap = np.array(m["per_game"].get(key, []), dtype=float)
+            if cap.size and np.isfinite(cap[:, 0]).any():
+                what = {"free_nodes": "free nodes", "free_weights": "free weights", "dormant": "dormant units"}[key]
+                axes[1].plot(x, cap[:, 0], style, marker=".", color=f"C{k}", label=f"{label}: {what}")
+                axes[1].fill_between(x, cap[:, 1], cap[:, 2], color=f"C{k}", alpha=0.12)
+    axes[0].plot(x, x, color="grey", lw=0.6, ls=":", label="no forgetting, fine-tuning's best")
+    axes[0].set_ylabel("accumulated normalized return")
+    axes[0].set_title("(a) after learning each game: sum over games learned of (score - random) / (FT best - random)", fontsize=8)
+    axes[1].set_ylabel("fraction")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_title("(b) capacity left after each game (95% CI over seeds)", fontsize=9)
+    for ax in axes:
+        ax.set_xticks(x, [f"{i}. {g}" for i, g in zip(x, games)], rotation=20, fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure_atomic(fig, out)
+    plt.close(fig)
+
+
+def aggregate(run_dirs: Sequence[str], labels: Sequence[str] | None = None, improver: str = "agscl",
+              reps: int = IMPROVEMENT_REPS) -> tuple[list[RunRecord], dict[str, Any]]:
+    """Read, reference (the ``finetune`` runs), compute and summarize a grid of runs, with the
+    probability that ``improver`` improves on every other label (when it is in the grid)."""
     runs = [read_run(d, None if labels is None else labels[i]) for i, d in enumerate(run_dirs)]
     games = runs[0].games
     other = [r.path for r in runs if r.games != games]
@@ -248,4 +433,101 @@ def aggregate(run_dirs: Sequence[str], labels: Sequence[str] | None = None) -> t
         raise ValueError(f"runs over other games than {games}: {', '.join(other)}")
     ref = reference_from([r for r in runs if r.method == "finetune"])
     runs = [compute(r, ref) for r in runs]
-    return runs, summarize(runs)
+    summary = summarize(runs)
+    summary["reference"] = {"max_return": ref.max_return.tolist(), "diag_return": ref.diag_return.tolist(),
+                            "definition": "best evaluation over the whole timeline, mean over fine-tuning seeds"}
+    summary["improver"] = improver
+    try:
+        summary["probability_of_improvement"] = improvement_probabilities(runs, improver, reps)
+    except ImportError as exc:  # the `results` extra is not installed
+        print(f"aggregate: note: no probability of improvement ({exc}): pip install -e \".[results]\"", file=sys.stderr)
+        summary["probability_of_improvement"] = {}
+    return runs, summary
+
+
+def write_report(runs: Sequence[RunRecord], summary: dict[str, Any], out_dir: str, name: str) -> list[str]:
+    """``<name>.md`` (the tables), ``<name>.json`` (every number, null where undefined),
+    ``<name>.png`` (over the steps, P and S per game) and ``<name>_after_games.png`` (the curve
+    after each game and the capacity left), all written atomically; returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, name)
+    write_text_atomic(stem + ".md", markdown(summary) + "\n")
+    write_json_atomic(stem + ".json", jsonable(summary))
+    draw(runs, summary, stem + ".png")
+    draw_after_games(summary, stem + "_after_games.png")
+    return [stem + ext for ext in (".md", ".json", ".png", "_after_games.png")]
+
+
+def sweep_runs(sweep_dir: str) -> tuple[list[str], list[str]]:
+    """The run directories and labels of a sweep's trials (its ``sweep.json``), finished or not."""
+    path = Path(sweep_dir) / "sweep.json"
+    try:
+        trials = json.loads(path.read_text())["trials"]
+        return [str(Path(sweep_dir) / t["name"]) for t in trials], [str(t["label"]) for t in trials]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not a sweep's state file ({exc.__class__.__name__}: {exc})") from None
+
+
+@dataclass
+@dataclass
+class AggregateArgs:
+    """The CLI of :func:`main` (module docstring)."""
+
+    runs: tyro.conf.Positional[tuple[str, ...]] = ()
+    """run directories (default: every trial of --sweep-dir)"""
+    sweep_dir: Optional[str] = None
+    """a sweep directory: its trials' run directories, labelled as in the sweep"""
+    labels: Optional[tuple[str, ...]] = None
+    """one label per run directory (default: each run's --method)"""
+    out_dir: str = "bench/results"
+    """where <name>.md, .json, .png and _after_games.png go"""
+    name: str = "continual"
+    """file stem of the outputs"""
+    improver: str = "agscl"
+    """the label whose probability of improving on every other label is reported"""
+    reps: int = IMPROVEMENT_REPS
+    """rliable stratified-bootstrap replications"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI (module docstring): bad input is one line on stderr and exit code 2; unfinished runs
+    are left out with one line each."""
+    args = tyro.cli(AggregateArgs, args=argv, description=__doc__.split("\n\n")[0])
+    try:
+        dirs, labels = list(args.runs), None if args.labels is None else list(args.labels)
+        if args.sweep_dir is not None:
+            if dirs:
+                raise ValueError("give run directories or --sweep-dir, not both")
+            dirs, labels = sweep_runs(args.sweep_dir)
+        if labels is not None and len(labels) != len(dirs):
+            raise ValueError(f"--labels has {len(labels)} entries for {len(dirs)} runs")
+        if not dirs:
+            raise ValueError("give run directories or --sweep-dir")
+        if args.reps < 1:
+            raise ValueError(f"--reps={args.reps} must be >= 1")
+        keep = []
+        for i, d in enumerate(dirs):
+            try:
+                read_run(d)
+                keep.append(i)
+            except ValueError as exc:
+                if "finished" not in str(exc) and "does not exist" not in str(exc):
+                    raise
+                print(f"aggregate: note: left out: {exc}", file=sys.stderr)
+        dirs = [dirs[i] for i in keep]
+        labels = None if labels is None else [labels[i] for i in keep]
+        if not dirs:
+            raise ValueError("no finished run to aggregate")
+        runs, summary = aggregate(dirs, labels, args.improver, args.reps)
+    except ValueError as exc:
+        print(f"aggregate: error: {exc}", file=sys.stderr)
+        return 2
+    summary["command"] = "python -m agents.aggregate " + " ".join(sys.argv[1:] if argv is None else argv)
+    paths = write_report(runs, summary, args.out_dir, args.name)
+    print(markdown(summary))
+    print("written: " + ", ".join(paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

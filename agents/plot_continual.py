@@ -6,8 +6,8 @@
 games learned so far of ``(mean score - R) / (best mean score of the fine-tuning reference - R)``
 with ``R`` the game's random-policy score measured by the run; (b) plasticity per game
 ``(A[i,i] - R_i) / (A_FT[i,i] - R_i)`` and (c) stability per game
-``(A[T,j] - R_j) / max_{j<=i<=T} (A[i,j] - R_j)`` (``agscl.metrics`` with a baseline; see
-``agents/results.py``), over the games each run finished.
+``(A[T,j] - R_j) / max_{j<=i<=T} (A[i,j] - R_j)`` (:func:`agents.results.run_ratios`; a gain
+over random within noise gives no number, see docs/metrics.md), over the games each run finished.
 Without ``--reference`` the first given run whose method is ``finetune`` is the reference.
 Bad input (missing or foreign results, a reference that does not cover the games) is one
 line on stderr and exit code 2.
@@ -25,9 +25,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tyro
 
-from agents.results import (games_done, load_results, normalized, random_scores, reference_scores,
-                            save_figure_atomic, score_matrix, write_text_atomic)
-from agscl.metrics import plasticity_per_task, stability_per_task
+from agents.results import (boundary_evaluations, games_done, load_results, normalized, reference_best, reference_diag,
+                            reference_scores, run_ratios, save_figure_atomic, write_text_atomic)
 
 
 @dataclass
@@ -57,33 +56,30 @@ class RunSummary:
 def summarize(label: str, results: dict[str, Any], reference: dict[str, Any], ref_where: str) -> RunSummary:
     """Everything plotted for one run; ``ValueError`` when the reference does not cover it."""
     games = list(results["games"])
-    ref = reference_scores(reference, games, ref_where, strict=False)
-    weak = [g for g in games if not ref["max_return"][g] > ref["random_return"][g]]
-    if weak:
-        print(f"plot_continual: note: the reference never beat the random policy on {', '.join(weak)}: "
+    ref = reference_scores(reference, games, ref_where)
+    if ref["undefined"]:
+        print(f"plot_continual: note: the reference never beat the random policy beyond noise on {', '.join(ref['undefined'])}: "
               "no normalized return for it (train longer)", file=sys.stderr)
-    random = random_scores(results)
+    random = results.get("random") or {}
     if any(g not in random for g in games[: games_done(results)]):
         raise ValueError(f"run {label} has no random-policy scores (results format < 2): re-run it with this version")
     steps, acc, bounds = [], [], []
     for entry in results["timeline"]:
         steps.append(entry["global_step"])
-        acc.append(normalized(entry["scores"], ref["max_return"], random)[1])
+        acc.append(normalized(entry["scores"], ref, random)[1])
         if entry.get("boundary"):
             bounds.append(entry["global_step"])
     n = games_done(results)
-    a = score_matrix(results)[:n, :n]
     ref_games = list(reference["games"])
-    ref_a = score_matrix(reference)
     ref_done = games_done(reference)
     missing = [g for g in games[:n] if g not in ref_games or ref_games.index(g) >= ref_done]
     if missing:
         raise ValueError(f"reference run {ref_where} did not finish games {', '.join(missing)}: no end-of-game score for plasticity")
-    ref_diag = np.array([ref_a[ref_games.index(g), ref_games.index(g)] for g in games[:n]])
-    base = np.array([random[g] for g in games[:n]])
-    p = plasticity_per_task(a, ref_diag, base) if n else np.zeros(0)
-    s = stability_per_task(a, base) if n else np.zeros(0)
-    return RunSummary(label, str(results["config"].get("method", "?")), games, np.array(steps), np.array(acc), bounds, p, s)
+    entries = [row[:n] for row in boundary_evaluations(results)[:n]]
+    ratios = run_ratios(entries, [random[g] for g in games[:n]], [reference_best(ref, g) for g in games[:n]],
+                        [reference_diag(ref, g) for g in games[:n]])
+    return RunSummary(label, str(results["config"].get("method", "?")), games, np.array(steps), np.array(acc), bounds,
+                      ratios["P"], ratios["S"])
 
 
 def table(summaries: Sequence[RunSummary]) -> list[list[str]]:

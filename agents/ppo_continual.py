@@ -44,7 +44,6 @@ from agents.results import (
     continual_metrics,
     remove_stale_temps,
     normalized,
-    random_scores,
     write_json_atomic,
 )
 from agents.rundir import CHECKPOINT_FORMAT, args_from_config, clear_run_dir, has_run_files, load_checkpoint, load_reference, stored_config
@@ -406,9 +405,9 @@ def prepare(argv: Sequence[str] | None = None) -> Setup:
         latest = os.path.join(run_dir, "ckpt", "latest.pt")
         if os.path.exists(latest):
             checkpoint = load_checkpoint(latest)
-            args = args_from_config(checkpoint["config"], run_dir)
+            args = args_from_config(checkpoint["config"], run_dir, Args)
         else:  # stopped before its first checkpoint: start again from the stored config
-            args, restart = args_from_config(stored_config(run_dir), run_dir), True
+            args, restart = args_from_config(stored_config(run_dir), run_dir, Args), True
         args.resume = None
     games = validate(args)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
@@ -594,7 +593,7 @@ class Run:
         summary = " ".join(f"{g}={s['mean']:.1f}" for g, s in scores.items())
         ref = self.results["reference"]
         if ref is not None:
-            norm, acc = normalized(scores, ref["max_return"], random_scores(self.results))
+            norm, acc = normalized(scores, ref, self.results["random"])
             entry["normalized"] = {g: None if math.isnan(v) else v for g, v in norm.items()}
             entry["accumulated_normalized"] = acc
             for g, v in norm.items():

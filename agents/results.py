@@ -16,6 +16,12 @@ can be 0 or negative (Boxing) and their ratios then mean nothing:
   random); for positive scores and ``R = 0`` these are the paper's definitions;
 - forgetting (max-based) and BWT per game in raw score units, and their means over games on
   the normalized scale (one game's points are not another's).
+
+Every ratio's denominator is a gain over random, and a gain within the evaluations' noise (under
+:data:`NOISE_Z` standard errors of the difference of the two means, from the episode returns the
+file keeps) makes the ratio undefined (null), never a number: :func:`gain_over_random`, the one
+function behind the agent, the plots, the aggregate and the sweep's table. docs/metrics.md has
+every definition.
 """
 
 from __future__ import annotations
@@ -23,70 +29,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+# The atomic writers live in common.runio (shared with supervised/, sweep/ and bench/); these
+# names stay importable from here.
+from common.runio import (  # noqa: F401
+    TEMP_PATTERN, remove_stale_temps, save_figure_atomic, write_atomic, write_json_atomic, write_text_atomic)
 
 RESULTS_FILE = "results.json"
 #: Version of the results file's structure (2: random-policy scores and random-shifted metrics).
 RESULTS_FORMAT = 2
-
-
-TEMP_PATTERN = re.compile(r"\.tmp\d+$")
-
-
-def write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(file)`` so that it is never seen half-written: a temporary
-    ``<path>.tmp<pid>`` is written, flushed and fsynced, renamed over ``path`` with ``os.replace``,
-    and the directory is fsynced so the rename survives a power cut. Mode 0644 (not mkstemp's 0600)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write ``obj`` as strict JSON to ``path`` atomically (:func:`write_atomic`)."""
-    data = json.dumps(obj, indent=1, allow_nan=False).encode()
-    write_atomic(path, lambda f: f.write(data))
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`write_atomic`)."""
-    data = text.encode()
-    write_atomic(str(path), lambda f: f.write(data))
-
-
-def save_figure_atomic(fig: Any, path: str, dpi: int = 110) -> None:
-    """Save a matplotlib figure as PNG to ``path`` atomically (:func:`write_atomic`)."""
-    write_atomic(str(path), lambda f: fig.savefig(f, format="png", dpi=dpi))
-
-
-def remove_stale_temps(*directories: str) -> list[str]:
-    """Delete leftovers ``*.tmp<pid>`` of writes that a kill interrupted; returns what was removed."""
-    removed = []
-    for directory in directories:
-        if os.path.isdir(directory):
-            for name in os.listdir(directory):
-                if TEMP_PATTERN.search(name):
-                    os.unlink(os.path.join(directory, name))
-                    removed.append(os.path.join(directory, name))
-    return removed
 
 
 def load_results(run_dir: str) -> dict[str, Any]:
@@ -147,25 +101,116 @@ def results_problem(results: Any) -> str | None:
     return None
 
 
-def best_scores(results: dict[str, Any]) -> dict[str, float]:
-    """Per game, the best evaluation mean over the whole timeline."""
-    best: dict[str, float] = {}
+#: A gain over random smaller than this many standard errors of the difference of the two means
+#: is within the evaluations' noise: every ratio with it as denominator is undefined (null).
+NOISE_Z = 2.0
+
+Stats = Mapping[str, Any]  # an evaluation's statistics: "mean", and "returns" or "std" + "episodes" or "se"
+
+
+def standard_error(stats: Stats | float) -> float:
+    """Standard error of an evaluation's mean: from its episode returns (sample standard deviation
+    over sqrt(n)), else from its population ``std`` and ``episodes`` (``std / sqrt(n - 1)``, the
+    same number), else an explicit ``se`` (a pooled reference); 0 when nothing is known (a bare
+    number, one episode, or a file written before episode returns were kept)."""
+    if not isinstance(stats, Mapping):
+        return 0.0
+    returns = stats.get("returns")
+    if isinstance(returns, (list, tuple)) and len(returns) > 1:
+        return float(np.std(np.asarray(returns, dtype=np.float64), ddof=1) / math.sqrt(len(returns)))
+    std, n = stats.get("std"), stats.get("episodes")
+    if _number(std) and _number(n) and n > 1:
+        return float(std) / math.sqrt(n - 1)
+    se = stats.get("se")
+    return float(se) if _number(se) and math.isfinite(se) else 0.0
+
+
+def mean_of(stats: Stats | float) -> float:
+    """The mean of an evaluation (NaN when it has none)."""
+    if isinstance(stats, Mapping):
+        value = stats.get("mean")
+        return float(value) if _number(value) else math.nan
+    return float(stats) if _number(stats) else math.nan
+
+
+def gain_over_random(score: Stats | float, random: Stats | float, z: float = NOISE_Z) -> float:
+    """``mean(score) - mean(random)`` when it exceeds ``z`` standard errors of that difference,
+    ``sqrt(se_score^2 + se_random^2)`` (and 0), else NaN: the denominator of every random-shifted
+    ratio (normalized return, P, S, normalized forgetting), in the agent, the plots, the
+    aggregate and the sweep's table alike. A gain within noise (fine-tuning at 0.53 on a game whose
+    random policy scores 0.50) would make the ratio explode; it is undefined instead."""
+    gain = mean_of(score) - mean_of(random)
+    noise = z * math.hypot(standard_error(score), standard_error(random))
+    return gain if math.isfinite(gain) and gain > 0 and gain > noise else math.nan
+
+
+def shifted_ratio(value: float, top: Stats | float, random: Stats | float) -> float:
+    """``(value - R) / (top - R)`` with ``R = mean(random)``; NaN when ``top``'s gain over random
+    is within noise (:func:`gain_over_random`)."""
+    gain = gain_over_random(top, random)
+    return (float(value) - mean_of(random)) / gain if math.isfinite(gain) else math.nan
+
+
+def pooled(stats: Sequence[Stats | float]) -> dict[str, float]:
+    """The mean of several evaluations' means (one per seed) and its standard error
+    ``sqrt(sum se_i^2) / k``: the grid's fine-tuning reference."""
+    k = len(stats)
+    return {"mean": float(np.mean([mean_of(s) for s in stats])),
+            "se": math.sqrt(sum(standard_error(s) ** 2 for s in stats)) / k}
+
+
+def best_evaluations(results: dict[str, Any]) -> dict[str, Stats]:
+    """THE definition of a run's best score on a game (fine-tuning's best normalizes every
+    return): the evaluation with the highest mean over the whole timeline, mid-game evaluations
+    included, as the agent logs it to TensorBoard while it runs. Used by the agent's
+    ``--reference-run``, ``plot_continual.py`` and ``aggregate.py`` alike."""
+    best: dict[str, Stats] = {}
     for entry in results["timeline"]:
         for game, stats in entry["scores"].items():
-            if stats.get("mean") is not None:
-                best[game] = max(best.get(game, -math.inf), float(stats["mean"]))
+            if stats.get("mean") is not None and (game not in best or float(stats["mean"]) > float(best[game]["mean"])):
+                best[game] = stats
     return best
 
 
+def best_scores(results: dict[str, Any]) -> dict[str, float]:
+    """Per game, the mean of :func:`best_evaluations`."""
+    return {g: float(s["mean"]) for g, s in best_evaluations(results).items()}
+
+
+def boundary_evaluations(results: dict[str, Any]) -> list[list[Stats | None]]:
+    """``[i][j]``: the statistics of the end-of-game evaluation of game ``j`` after learning game
+    ``i`` (the score matrix with each entry's noise); a matrix entry without its timeline entry
+    (a hand-written file) is its bare mean, with the stored std when there is one."""
+    games, a = list(results["games"]), score_matrix(results)
+    std = results.get("score_std_matrix")
+    episodes = (results.get("config") or {}).get("eval_episodes")
+    out: list[list[Stats | None]] = [[None] * len(games) for _ in games]
+    for i in range(len(games)):
+        for j in range(i + 1):
+            if np.isfinite(a[i, j]):
+                entry: dict[str, Any] = {"mean": float(a[i, j])}
+                if std is not None and std[i][j] is not None and episodes:
+                    entry.update(std=float(std[i][j]), episodes=int(episodes))
+                out[i][j] = entry
+    for entry in results["timeline"]:
+        if entry.get("boundary") and isinstance(entry.get("game"), int) and entry["game"] < len(games):
+            for g, stats in entry["scores"].items():
+                j = games.index(g)
+                if stats.get("mean") is not None and out[entry["game"]][j] is not None:
+                    out[entry["game"]][j] = stats
+    return out
+
+
 def reference_scores(reference: dict[str, Any], games: Sequence[str], where: str,
-                     strict: bool = True) -> dict[str, dict[str, float]]:
+                     strict: bool = False) -> dict[str, Any]:
     """What a fine-tuning reference run gives the metrics, per game in ``games``: its best
-    evaluation mean (``max_return``), its score right after learning the game (``diag_return``,
-    None while it has not finished that game) and its random-policy score (``random_return``).
-    ``ValueError`` when it does not cover a game, predates random scores, or never scored above
-    random on a game (then normalizing by it means nothing; ``strict=False`` lets that through
-    and :func:`normalized` gives NaN for such a game)."""
-    best = best_scores(reference)
+    evaluation (:func:`best_evaluations`; mean ``max_return`` and standard error ``max_se``), its
+    score right after learning the game (``diag_return``/``diag_se``, None while it has not
+    finished that game), its random-policy score (``random_return``), and ``undefined``: the games
+    on which its best is not above its own random score by more than the noise
+    (:func:`gain_over_random`), which it cannot normalize. ``ValueError`` when it does not cover a
+    game or predates random scores; with ``strict``, also when some game is undefined."""
+    best = best_evaluations(reference)
     missing = [g for g in games if g not in best]
     if missing:
         have = ", ".join(sorted(best)) or "none"
@@ -175,23 +220,44 @@ def reference_scores(reference: dict[str, Any], games: Sequence[str], where: str
     if no_random:
         raise ValueError(f"reference run {where} has no random-policy score for {', '.join(no_random)} "
                          f"(written before results format {RESULTS_FORMAT}): re-run it")
-    bad = [f"{g}={best[g]:g} (random {random[g]['mean']:g})" for g in games if not best[g] > random[g]["mean"]]
-    if bad and strict:
-        raise ValueError(f"reference run {where} never scored above the random policy on {', '.join(bad)}: cannot normalize by it")
-    ref_games, a = list(reference["games"]), score_matrix(reference)
-    diag = {g: (float(a[ref_games.index(g), ref_games.index(g)]) if g in ref_games else math.nan) for g in games}
-    return {"max_return": {g: best[g] for g in games},
-            "diag_return": {g: (None if math.isnan(v) else v) for g, v in diag.items()},
-            "random_return": {g: float(random[g]["mean"]) for g in games}}
+    undefined = [g for g in games if math.isnan(gain_over_random(best[g], random[g]))]
+    if undefined and strict:
+        bad = ", ".join(f"{g}={mean_of(best[g]):g} (random {mean_of(random[g]):g})" for g in undefined)
+        raise ValueError(f"reference run {where} never scored above the random policy beyond noise on {bad}: cannot normalize by it")
+    ref_games, diag = list(reference["games"]), boundary_evaluations(reference)
+    diag_stats = {g: (diag[ref_games.index(g)][ref_games.index(g)] if g in ref_games else None) for g in games}
+    return {"max_return": {g: mean_of(best[g]) for g in games},
+            "max_se": {g: standard_error(best[g]) for g in games},
+            "diag_return": {g: (None if s is None else mean_of(s)) for g, s in diag_stats.items()},
+            "diag_se": {g: (None if s is None else standard_error(s)) for g, s in diag_stats.items()},
+            "random_return": {g: mean_of(random[g]) for g in games},
+            "undefined": undefined}
 
 
-def normalized(scores: dict[str, dict[str, Any]], ref_max: dict[str, float],
-               random: dict[str, float]) -> tuple[dict[str, float], float]:
-    """Random-shifted normalized mean score per game of one evaluation, ``(mean - R) / (best - R)``,
-    and their sum over the games where it is defined (the accumulated normalized return); NaN
-    for a game whose reference best is not above ``R``."""
-    norm = {g: (float(s["mean"]) - random[g]) / (ref_max[g] - random[g]) if ref_max[g] > random[g] else math.nan
-            for g, s in scores.items() if g in ref_max and g in random and s.get("mean") is not None}
+def reference_best(reference: Mapping[str, Any], game: str) -> Stats | None:
+    """A stored reference's best score on ``game`` as statistics (mean and standard error)."""
+    value = (reference.get("max_return") or {}).get(game)
+    return None if value is None else {"mean": value, "se": (reference.get("max_se") or {}).get(game) or 0.0}
+
+
+def reference_diag(reference: Mapping[str, Any], game: str) -> Stats | None:
+    """A stored reference's end-of-game score on ``game`` as statistics (mean and standard error)."""
+    value = (reference.get("diag_return") or {}).get(game)
+    return None if value is None else {"mean": value, "se": (reference.get("diag_se") or {}).get(game) or 0.0}
+
+
+def normalized(scores: Mapping[str, Stats], reference: Mapping[str, Any],
+               random: Mapping[str, Stats | float]) -> tuple[dict[str, float], float]:
+    """Random-shifted normalized mean score per game of one evaluation,
+    ``(mean - R) / (best - R)`` with ``best`` the reference's (:func:`reference_scores`) and ``R``
+    this run's random-policy score (its statistics, or a bare mean), and their sum over the games
+    where it is defined (the accumulated normalized return). NaN for a game whose reference gain
+    over ``R`` is within noise (:func:`shifted_ratio`)."""
+    norm = {}
+    for g, s in scores.items():
+        top = reference_best(reference, g)
+        if top is not None and g in random and s.get("mean") is not None:
+            norm[g] = shifted_ratio(float(s["mean"]), top, random[g])
     return norm, float(sum(v for v in norm.values() if not math.isnan(v)))
 
 
@@ -200,34 +266,67 @@ def random_scores(results: dict[str, Any]) -> dict[str, float]:
     return {g: float(s["mean"]) for g, s in (results.get("random") or {}).items()}
 
 
+def run_ratios(entries: Sequence[Sequence[Stats | None]], random: Sequence[Stats | float],
+               ref_best: Sequence[Stats | None] | None, ref_diag: Sequence[Stats | None] | None) -> dict[str, np.ndarray]:
+    """Every random-shifted ratio of one run over its ``n`` finished games, each through
+    :func:`shifted_ratio` (NaN where undefined). ``entries[i][j]``: end-of-game evaluations
+    (:func:`boundary_evaluations`), ``random[j]``: the run's random-policy scores, ``ref_best`` and
+    ``ref_diag``: the fine-tuning reference's best and end-of-game scores (None: no reference).
+
+    - ``normalized[i, j]`` (j <= i): ``(A[i, j] - R_j) / (best_j - R_j)``; ``accumulated[i]``: its
+      sum over the defined games ``j <= i`` (the curve after each game);
+    - ``P[j] = (A[j, j] - R_j) / (A_FT[j, j] - R_j)``;
+    - ``S[j] = (A[T, j] - R_j) / max_{j<=i<=T} (A[i, j] - R_j)``;
+    - ``forgetting[j]`` (j < T): ``(max_{j<=i<T} A[i, j] - A[T, j]) / (best_j - R_j)``, the scale
+      being the run's own best gain when there is no reference."""
+    n = len(entries)
+    a = np.array([[mean_of(entries[i][j]) if j <= i and entries[i][j] is not None else np.nan for j in range(n)]
+                  for i in range(n)])
+    norm = np.full((n, n), np.nan)
+    p, s, f = np.full(n, np.nan), np.full(n, np.nan), np.full(max(n - 1, 0), np.nan)
+    for j in range(n):
+        own_best = entries[j + int(np.nanargmax(a[j:, j]))][j]  # the run's best end-of-game score on j
+        s[j] = shifted_ratio(a[n - 1, j], own_best, random[j])
+        best = ref_best[j] if ref_best is not None else None
+        if best is not None:
+            for i in range(j, n):
+                norm[i, j] = shifted_ratio(a[i, j], best, random[j])
+        if ref_diag is not None and ref_diag[j] is not None:
+            p[j] = shifted_ratio(a[j, j], ref_diag[j], random[j])
+        if j < n - 1:
+            scale = gain_over_random(best if best is not None else own_best, random[j])
+            f[j] = (np.max(a[j:n - 1, j]) - a[n - 1, j]) / scale
+    accumulated = np.array([np.nansum(norm[i, : i + 1]) if np.isfinite(norm[i, : i + 1]).any() else np.nan
+                            for i in range(n)])
+    return {"normalized": norm, "accumulated": accumulated, "P": p, "S": s, "forgetting": f}
+
+
 def continual_metrics(results: dict[str, Any]) -> dict[str, Any]:
     """P, S, forgetting and BWT of a run over its finished games (see the module docstring);
-    P needs the run's fine-tuning reference (``results["reference"]``)."""
+    P and the normalized scale need the run's fine-tuning reference (``results["reference"]``)."""
     from agscl import metrics
 
     n = games_done(results)
     games = list(results["games"])[:n]
-    random = random_scores(results)
+    random = results.get("random") or {}
     if n == 0 or any(g not in random for g in games):
         return {"games": games, "per_game": {}}
+    entries = [row[:n] for row in boundary_evaluations(results)[:n]]
+    ref = results.get("reference")
+    r = run_ratios(entries, [random[g] for g in games],
+                   None if not ref else [reference_best(ref, g) for g in games],
+                   None if not ref else [reference_diag(ref, g) for g in games])
     a = score_matrix(results)[:n, :n]
-    base = np.array([random[g] for g in games])
-    ref = results.get("reference") or {}
-    diag = [(ref.get("diag_return") or {}).get(g) for g in games]
-    p = (metrics.plasticity_per_task(a, np.array([np.nan if d is None else d for d in diag]), base)
-         if ref else np.full(n, np.nan))
-    s = metrics.stability_per_task(a, base)
     f, bwt = metrics.forgetting_per_task(a), metrics.backward_transfer_per_task(a)
-    # normalized scale: the reference's best gain over random, else the run's own best gain
-    scale = np.array([(ref["max_return"][g] - random[g]) if ref else (a[j:, j] - random[g]).max() for j, g in enumerate(games)])
-    scale = np.where(scale > 0, scale, np.nan)
+    scale = np.array([gain_over_random(reference_best(ref, g) if ref else
+                                       entries[j + int(np.nanargmax(a[j:, j]))][j], random[g]) for j, g in enumerate(games)])
     clean = lambda v: None if v is None or not np.isfinite(v) else float(v)  # noqa: E731
-    per_game = {g: {"P": clean(p[j]), "S": clean(s[j]),
+    per_game = {g: {"P": clean(r["P"][j]), "S": clean(r["S"][j]),
                     "forgetting": clean(f[j]) if j < n - 1 else None, "bwt": clean(bwt[j]) if j < n - 1 else None}
                 for j, g in enumerate(games)}
     mean = lambda v: clean(float(np.nanmean(v))) if np.isfinite(v).any() else None  # noqa: E731
-    return {"games": games, "per_game": per_game, "P_mean": mean(p), "S_mean": mean(s),
-            "forgetting_mean_normalized": mean(f / scale[: n - 1]) if n > 1 else None,
+    return {"games": games, "per_game": per_game, "P_mean": mean(r["P"]), "S_mean": mean(r["S"]),
+            "forgetting_mean_normalized": mean(r["forgetting"]) if n > 1 else None,
             "bwt_mean_normalized": mean(bwt / scale[: n - 1]) if n > 1 else None}
 
 

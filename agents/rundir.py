@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -16,6 +16,7 @@ from agents.results import RESULTS_FILE, load_results, reference_scores
 from agents.runtime import UserError
 
 CHECKPOINT_FORMAT = 1
+T = TypeVar("T")
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -48,7 +49,8 @@ def stored_config(run_dir: str) -> dict[str, Any]:
 
 
 def load_reference(path: str, games: list[str]) -> dict[str, Any]:
-    """The fine-tuning reference of ``--reference-run``: a finetune run over the same games, in order."""
+    """The fine-tuning reference of ``--reference-run``: a finetune run over the same games, in order.
+    A reference that cannot normalize some games is accepted with one line saying which."""
     try:
         results = load_results(path)
         method = results["config"].get("method")
@@ -56,20 +58,25 @@ def load_reference(path: str, games: list[str]) -> dict[str, Any]:
             raise ValueError(f"{path} is a {method!r} run: the reference must be a fine-tuning run (--method finetune)")
         if list(results["games"]) != list(games):
             raise ValueError(f"{path} learned {' '.join(results['games'])}, not this run's {' '.join(games)}")
-        return reference_scores(results, games, path)
+        reference = reference_scores(results, games, path)
     except ValueError as exc:
         raise UserError(f"--reference-run: {exc}") from None
+    if reference["undefined"]:
+        # accepted: those games' normalized return is undefined (null), as for any gain within noise
+        print(f"--reference-run {path}: never above the random policy beyond noise on {', '.join(reference['undefined'])}: "
+              "their normalized return stays null (results.json) and unlogged (TensorBoard)", flush=True)
+    return reference
 
 
-def args_from_config(config: dict[str, Any], where: str) -> Any:
-    from agents.ppo_continual import Args
-
-    fields = {f.name for f in dataclasses.fields(Args)}
+def args_from_config(config: dict[str, Any], where: str, args_type: type[T]) -> T:
+    """The stored ``config`` as an instance of the agent's ``Args`` dataclass (passed in, so this
+    module never imports the agent: no import cycle); UserError on a field it does not know."""
+    fields = {f.name for f in dataclasses.fields(args_type)}
     unknown = set(config) - fields
     if unknown:
         raise UserError(f"{where} has a config with unknown fields {sorted(unknown)}: written by another version")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    return dataclasses.replace(Args(), **values)
+    return dataclasses.replace(args_type(), **values)
 
 
 def clear_run_dir(run_dir: str) -> None:

@@ -2,46 +2,25 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import random
 import signal
-import subprocess
 import threading
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-import tyro
 
-from agents.results import write_atomic
+from common.runio import torch_save_atomic, versions  # noqa: F401 (versions: re-exported for the agent)
+
+
+def save_atomic(obj: Any, path: str) -> None:
+    """``torch.save`` written atomically (:func:`common.runio.torch_save_atomic`)."""
+    torch_save_atomic(obj, path)
 
 
 class UserError(Exception):
     """Bad input: reported as one line and exit code 2, before any environment is built."""
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "platform": platform.platform(), "torch": str(torch.__version__),
-           "numpy": str(np.__version__), "tyro": str(tyro.__version__)}
-    for name in ("envpool", "ale_py", "gymnasium"):
-        try:
-            out[name] = str(__import__(name).__version__)
-        except Exception:
-            out[name] = "unavailable"
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        out["git_commit"] = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                           timeout=5).stdout.strip() or "unknown"
-    except Exception:
-        out["git_commit"] = "unknown"
-    return out
-
-
-def save_atomic(obj: Any, path: str) -> None:
-    """``torch.save`` through :func:`agents.results.write_atomic` (never a half-written checkpoint)."""
-    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def rng_state() -> dict[str, Any]:

@@ -53,6 +53,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from agents.results import load_results, write_json_atomic  # noqa: E402
+from common.runio import machine  # noqa: E402
 from envs.suites import get_suite  # noqa: E402
 
 FLAGS = ("bf16", "channels-last", "overlap-env", "fewer-syncs")
@@ -314,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = {"speed": speed, "parts": parts, "learning": learning}[mode](args)
         report["config"] = {**vars(args), "mode": mode, "torch_threads_used": torch.get_num_threads(),
                             "seconds": time.time() - t0, "device": "cuda" if torch.cuda.is_available() else "cpu"}
+        report["machine"] = machine()  # CPU model, SIMD flags, threads: the ratios depend on them
         out = args.out if mode == "speed" else args.out.replace(".json", f"_{mode}.json")
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         write_json_atomic(out, json.loads(json.dumps(report)))

@@ -12,7 +12,8 @@ finished run is skipped and an interrupted one resumed when the benchmark is sta
 When all are done, :mod:`agents.aggregate` prints and saves (``--out-dir``): the score matrix
 per method (mean over seeds), the average final return, the accumulated normalized return with
 fine-tuning as the reference, P, S and forgetting, each with a 95% bootstrap interval over
-seeds, and a Figure-7-like plot with bands.
+seeds, the curve after each game, the probability that AGS-CL improves on each method and the
+capacity left after each game, and Figure-7-like plots with bands (docs/metrics.md).
 
 Method settings (fixed before the runs, not tuned on them, except ``agscl_mu4``):
 - ``agscl``: mu 1, lambda 100 on plain-mean Omega, rho 0.3, eta 0.9, prox once per PPO epoch;
@@ -41,8 +42,8 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from agents.aggregate import aggregate, draw, jsonable, markdown  # noqa: E402
-from agents.results import write_json_atomic, write_text_atomic  # noqa: E402
+from agents.aggregate import aggregate, markdown, write_report  # noqa: E402
+from common.runio import machine  # noqa: E402
 from sweep.engine import EngineOptions, run_sweep  # noqa: E402
 from sweep.spec import Spec, SweepError  # noqa: E402
 
@@ -169,20 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     skipped = sum(o.state == "skipped" for o in result.outcomes.values())
     print(f"{len(result.trials)} runs ({skipped} finished earlier, skipped) in {result.seconds / 60:.1f} min, "
           f"engine {result.engine}", flush=True)
-    runs, summary = aggregate([t.run_dir for t in result.trials], [t.label for t in result.trials])
+    improver = "agscl_mu4" if "agscl_mu4" in args.methods else "agscl"  # the suite default is mu 4
+    runs, summary = aggregate([t.run_dir for t in result.trials], [t.label for t in result.trials], improver=improver)
     summary["command"] = "python bench/continual_minatar.py " + " ".join(argv if argv is not None else sys.argv[1:])
     summary["wall_seconds"] = time.time() - t0
     summary["settings"] = {"games": list(args.games), "seeds": list(args.seeds), "steps_per_game": list(args.steps_per_game),
                            "methods": {m: ["--method", METHODS[m][0], *METHODS[m][1]] for m in args.methods},
                            "engine": result.engine}
+    summary["machine"] = {**machine(), "torch_threads": 1}  # every run: --torch-threads 1, one CPU
     name = args.name
-    os.makedirs(args.out_dir, exist_ok=True)
-    table = markdown(summary)
-    write_json_atomic(os.path.join(args.out_dir, f"{name}.json"), jsonable(summary))
-    write_text_atomic(os.path.join(args.out_dir, f"{name}.md"), table + "\n")
-    draw(runs, summary, os.path.join(args.out_dir, f"{name}.png"))
-    print(table)
-    print(f"results: {os.path.join(args.out_dir, name)}.{{md,json,png}} ({summary['wall_seconds'] / 60:.1f} min)")
+    write_report(runs, summary, args.out_dir, name)  # the tables, the json, both figures
+    print(markdown(summary))
+    print(f"results: {os.path.join(args.out_dir, name)}{{.md,.json,.png,_after_games.png}} ({summary['wall_seconds'] / 60:.1f} min)")
     return 0
 
 

@@ -7,8 +7,6 @@ the same machine load. Run: ``python bench/regularizer.py [--repeats 30] [--out 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ import torch
 from torch import nn
 
 from agscl import make_method
+from common.runio import machine, machine_line, write_json_atomic
 
 
 def nature_trunk(channels: tuple[int, int, int], hidden: int) -> nn.Sequential:
@@ -105,6 +104,7 @@ def main() -> None:
         bench_model("4x wide, authors' (128/256/128, fc 512)", (128, 256, 128), 512, args.repeats, args.minibatch, device),
     ]
     print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+    print(machine_line())
     header = f"{'model':42s} {'params':>9s} {'prox/adam.step':>15s} {'prox/full update':>17s} {'mask/adam.step':>15s} {'AGS/EWC floats':>15s} {'AGS/MAS floats':>15s}"
     print(header)
     for r in rows:
@@ -114,9 +114,7 @@ def main() -> None:
         )
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"regularizer_{device.type}.json"
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"device": str(device), "torch": torch.__version__, "rows": rows}, indent=2))
-    os.replace(tmp, target)
+    write_json_atomic(target, {"device": str(device), "torch": torch.__version__, "machine": machine(), "rows": rows})
     print(f"saved {target}")
 
 

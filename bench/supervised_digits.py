@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from agscl.registry import method_names
+from common.runio import machine, machine_line
 from supervised.train import atomic_write_json
 from sweep.engine import EngineOptions, run_sweep
 from sweep.launch import read_results
@@ -103,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     text = table(rows)
     print(f"split_digits, seeds {args.seeds}, torch {torch.__version__}, {os.cpu_count()} CPUs")
+    where = {**machine(), "torch_threads": args.threads}  # every run's torch threads (--threads)
+    print(machine_line(where))
     print(text)
-    payload = {"benchmark": "split_digits", "seeds": args.seeds, "flags": flags, "methods": rows, "table": text}
+    payload = {"benchmark": "split_digits", "seeds": args.seeds, "flags": flags, "methods": rows, "table": text,
+               "machine": where}
     out = Path(args.out) / "supervised_digits.json"
     atomic_write_json(out, payload)
     print(f"saved {out}")

@@ -29,6 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from envs import naming
+
 BACKENDS = ("envpool", "ale")
 FRAME_SKIP = 4
 STACK = 4
@@ -89,9 +91,7 @@ def resolve_game(name: str, backend: str = "envpool") -> str:
 
 def resolve_games(names: Sequence[str], backend: str = "envpool") -> list[str]:
     """Canonical names of ``names``, expanding named sequences (``paper``); no duplicates."""
-    from envs.suites import get_suite
-
-    return get_suite("atari").resolve_games(names, backend)
+    return naming.resolve_games(names, SEQUENCES, lambda name: resolve_game(name, backend), "atari")
 
 
 class AtariVecEnv:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from envs import atari, minatar
+from envs import atari, minatar, naming
 
 SUITES = ("atari", "minatar")
 
@@ -33,15 +33,7 @@ class Suite:
     def resolve_games(self, names: Sequence[str], backend: str = "envpool") -> list[str]:
         """Canonical names of ``names``, expanding named sequences; ``ValueError`` on an unknown
         name (listing the suite's games), on no name at all, and on a game given twice."""
-        out: list[str] = []
-        for name in names:
-            out.extend(self.sequences[name.lower()] if name.lower() in self.sequences else [self.resolve_game(name, backend)])
-        if not out:
-            raise ValueError(f"no games given: name at least one {self.name} game or a sequence ({', '.join(self.sequences)})")
-        repeated = [g for i, g in enumerate(out) if g in out[:i]]
-        if repeated:
-            raise ValueError(f"game {repeated[0]!r} appears twice: in pure continual learning each game is learned once")
-        return out
+        return naming.resolve_games(names, self.sequences, lambda name: self.resolve_game(name, backend), self.name)
 
 
 def _make_minatar(game: str, num_envs: int, *, seed: int = 0, train: bool = True,

@@ -24,10 +24,8 @@ seed and task order, supplies it (the trainer's rule, ``supervised.results``).
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ import numpy as np
 import tyro
 
 from agscl import metrics as M
+from common.runio import save_figure_atomic, write_text_atomic
 from supervised.results import RESULTS_FORMAT, mean_defined, plasticity_per_task, setting_of, stability_per_task, task_order_of
 
 
@@ -250,12 +249,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _save(fig: Any, path: Path) -> None:
-    """Save a PNG atomically (temporary file + os.replace)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    """Save a PNG atomically (:func:`common.runio.save_figure_atomic`)."""
+    save_figure_atomic(fig, path, dpi=120, bbox_inches="tight")
 
 
 def plot_all(rows: list[dict[str, Any]], out: Path) -> list[Path]:
@@ -359,9 +354,7 @@ def plot_all(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def report(paths: list[str], out: str | Path) -> tuple[list[dict[str, Any]], str, list[Path]]:

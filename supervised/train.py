@@ -26,9 +26,7 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -42,6 +40,8 @@ from torch import nn
 
 from agscl.base import ContinualMethod, Hparam, check_range, retrain_start
 from agscl.registry import method_hparams
+from common.runio import torch_save_atomic, write_bytes_atomic
+from common.runio import versions as runio_versions
 from agscl import metrics as M
 from supervised import presets
 from supervised.results import RESULTS_FORMAT, differences, mean_defined, plasticity_per_task, setting_of, stability_per_task, task_order_of
@@ -364,14 +364,9 @@ def identity(resolved: Resolved) -> dict[str, Any]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    """Write ``data`` to ``path`` atomically (:func:`common.runio.write_bytes_atomic`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)
 
 
 def _json_clean(value: Any) -> Any:
@@ -396,27 +391,12 @@ def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def atomic_torch_save(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    torch_save_atomic(payload, path)
 
 
 def versions() -> dict[str, Any]:
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    try:
-        from importlib.metadata import version
-
-        info["agscl-atari"] = version("agscl-atari")
-    except Exception:  # noqa: BLE001 - not installed as a package
-        info["agscl-atari"] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
-        )
-        info["git_commit"] = commit.stdout.strip() or None
-    except Exception:  # noqa: BLE001 - no git here
-        info["git_commit"] = None
-    return info
+    """The software versions and commit of this run (:func:`common.runio.versions`)."""
+    return runio_versions()
 
 
 def task_context(method: ContinualMethod, task: int) -> contextlib.AbstractContextManager[Any]:

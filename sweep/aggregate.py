@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agents import aggregate as grid
-from agents.results import continual_metrics, games_done, load_results, score_matrix
+from agents.results import continual_metrics, games_done, load_results, normalized, score_matrix
 from sweep.launch import write_text_atomic
 
 RL_METRICS = ("accumulated_normalized_return", "average_return", "plasticity", "stability", "forgetting")
@@ -36,14 +36,18 @@ def mean_ci(values: Sequence[float | None], seed: int = 0) -> tuple[float, float
 def rl_run_metrics(results: dict[str, Any]) -> dict[str, float | None]:
     """One RL run's numbers from its own results.json: accumulated normalized return at its last
     evaluation (needs its ``--reference-run``), mean final return, and the random-shifted mean P
-    (needs the reference; a fine-tuning run is 1 by definition), S and normalized forgetting."""
+    (needs the reference; a fine-tuning run is 1 by definition), S and normalized forgetting; a
+    ratio whose gain over random is within noise is None (:func:`agents.results.gain_over_random`)."""
     n = games_done(results)
     out: dict[str, float | None] = {k: None for k in RL_METRICS}
     if n == 0:
         return out
     metrics = continual_metrics(results)
     timeline = results["timeline"]
-    out["accumulated_normalized_return"] = timeline[-1].get("accumulated_normalized") if timeline else None
+    ref = results.get("reference")
+    if timeline and ref:  # recomputed, so an older file follows today's noise rule too (agents.results.normalized)
+        norm, acc = normalized(timeline[-1]["scores"], ref, results["random"])
+        out["accumulated_normalized_return"] = acc if any(math.isfinite(v) for v in norm.values()) else None
     out["average_return"] = float(score_matrix(results)[n - 1, :n].mean())
     out["plasticity"] = 1.0 if results["config"].get("method") == "finetune" else metrics.get("P_mean")
     out["stability"] = metrics.get("S_mean")
@@ -62,29 +66,34 @@ def aggregate_rl(groups: Mapping[str, Sequence[str | Path]]) -> list[dict[str, A
                                "games_done": min(games_done(r) for _, r in per_run)}
         for key in RL_METRICS:
             row[key] = mean_ci([m[key] for m in metrics])
+            row.setdefault("defined", {})[key] = sum(m[key] is not None and math.isfinite(m[key]) for m in metrics)
         rows.append(row)
     return rows
 
 
 def format_rl_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown table: mean [95% CI] per metric."""
-    def cell(v: tuple[float, float, float] | None) -> str:
+    """Markdown table: mean [95% CI] per metric, with (n=k) where only k of the seeds define it."""
+    def cell(v: tuple[float, float, float] | None, count: int | None, seeds: int) -> str:
         if v is None:
             return "n/a"
-        return f"{v[0]:.3f}" if math.isnan(v[1]) else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+        text = f"{v[0]:.3f}" if math.isnan(v[1]) else f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+        return text + (f" (n={count})" if count is not None and count != seeds else "")
 
     head = ["method", "seeds", "games", "acc. normalized return", "mean return", "P", "S", "forgetting"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
-        cells = [r["label"], str(len(r["seeds"])), str(r["games_done"]), *(cell(r[k]) for k in RL_METRICS)]
+        seeds = len(r["seeds"])
+        cells = [r["label"], str(seeds), str(r["games_done"]),
+                 *(cell(r[k], r.get("defined", {}).get(k), seeds) for k in RL_METRICS)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def report_rl(groups: Mapping[str, Sequence[str | Path]], out: Path, reference: str | None = None) -> str:
     """The grid's table, JSON and Figure 7 with bands (:mod:`agents.aggregate`), the grid's
-    fine-tuning runs as the reference. When that is impossible (no fine-tuning run, or one that
-    never beat the random policy), the per-run table of :func:`aggregate_rl` with the reason."""
+    fine-tuning runs as the reference (a game it never beat the random policy on beyond noise is
+    null). When that is impossible (no fine-tuning run), the per-run table of
+    :func:`aggregate_rl` with the reason."""
     dirs = [str(d) for ds in groups.values() for d in ds]
     labels = [label for label, ds in groups.items() for _ in ds]
     try:
@@ -97,6 +106,7 @@ def report_rl(groups: Mapping[str, Sequence[str | Path]], out: Path, reference: 
     write_text_atomic(out / "summary.txt", text + "\n")
     write_text_atomic(out / "summary.json", json.dumps(grid.jsonable(summary), indent=1, allow_nan=False) + "\n")
     grid.draw(runs, summary, str(out / "continual_plot.png"))
+    grid.draw_after_games(summary, str(out / "continual_after_games.png"))
     return text
 
 

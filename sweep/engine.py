@@ -199,11 +199,16 @@ def _ready(trial: Trial, outcomes: dict[str, Outcome]) -> bool | None:
 
 
 def _settle(outcome: Outcome, progress: Progress, result: SweepResult) -> None:
-    """Record a finished attempt; bad input stops the sweep."""
-    result.outcomes[outcome.name] = outcome
+    """Record a finished attempt. A trial's exit code 2 (its trainer refused its input) is that
+    trial's failure, not the sweep's bad input: it is reported, not retried, and the other trials
+    carry on (the sweep validated its own input before starting; its exit code is 1 at the end)."""
     if outcome.state == "usage":
-        progress(outcome.name, "failed", f"bad input: {outcome.error}")
-        raise SweepError(f"trial {outcome.name}: {outcome.error}")
+        outcome = Outcome(outcome.name, "failed", outcome.rc, outcome.attempts, outcome.seconds,
+                          f"its trainer refused its input (exit code 2, not retried): {outcome.error}")
+        result.outcomes[outcome.name] = outcome
+        progress(outcome.name, "failed", outcome.error or "", seconds=round(outcome.seconds, 3), attempts=outcome.attempts)
+        return
+    result.outcomes[outcome.name] = outcome
     detail = (f"{outcome.seconds:.1f} s, attempt {outcome.attempts}" if outcome.state == "finished"
               else "finished earlier" if outcome.state == "skipped"
               else f"exit code {outcome.rc} after {outcome.attempts} attempts: {outcome.error}")

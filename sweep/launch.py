@@ -69,8 +69,8 @@ def is_finished(trial: Trial) -> bool:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Readers (a dashboard, a re-run) never see a half-written file (:func:`agents.results.write_text_atomic`)."""
-    from agents.results import write_text_atomic as write
+    """Readers (a dashboard, a re-run) never see a half-written file (:func:`common.runio.write_text_atomic`)."""
+    from common.runio import write_text_atomic as write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write(str(path), text)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -202,8 +203,14 @@ def run_search(spec: Spec, sweep_dir: str | Path, options: SearchOptions, engine
         import itertools
 
         configs = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
-        rows = [{"config": c, **evaluate_config(c, spec, options.method, launch, options.objective, options.min_plasticity)}
-                for c in configs]
+        rows = []
+        for c in configs:  # a configuration whose trial failed is reported and the search goes on
+            try:
+                rows.append({"config": c, **evaluate_config(c, spec, options.method, launch, options.objective,
+                                                            options.min_plasticity)})
+            except RuntimeError as exc:
+                print(f"search: {_name(c)}: {exc}", file=sys.stderr)
+                rows.append({"config": c, "objective": None, "error": str(exc)})
     rows.sort(key=lambda r: -r.get("objective", -math.inf) if r.get("objective") is not None else math.inf)
     text = format_search(rows, options)
     payload = {"objective": options.objective, "min_plasticity": options.min_plasticity, "algorithm": options.algorithm,

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from agents import plot_continual, ppo_continual
-from agents.results import load_results
+from agents.results import boundary_evaluations, gain_over_random, load_results, shifted_ratio
 
 pytestmark = [pytest.mark.atari, pytest.mark.slow]
 
@@ -175,9 +175,11 @@ def test_reference_run_normalizes_and_plot_draws_figure7(runs, tmp_path, capsys)
     assert res["reference"]["max_return"] == ref_max
     assert res["reference"]["random_return"] == {g: ref["random"][g]["mean"] for g in GAMES}
     rand = {g: res["random"][g]["mean"] for g in GAMES}  # the run's own random-policy scores
+    # a game whose reference gain over this run's random score is within noise has no normalized return
+    gain = {g: gain_over_random({"mean": ref_max[g], "se": res["reference"]["max_se"][g]}, res["random"][g]) for g in GAMES}
     tb = dict(scalars(ags)["eval/accumulated_normalized_return"])
     for entry in res["timeline"]:
-        expected = sum((s["mean"] - rand[g]) / (ref_max[g] - rand[g]) for g, s in entry["scores"].items())
+        expected = sum((s["mean"] - rand[g]) / gain[g] for g, s in entry["scores"].items() if not np.isnan(gain[g]))
         assert entry["accumulated_normalized"] == pytest.approx(expected)
         assert tb[entry["global_step"]] == pytest.approx(expected, rel=1e-6)
 
@@ -189,25 +191,28 @@ def test_reference_run_normalizes_and_plot_draws_figure7(runs, tmp_path, capsys)
     rows = [line.split(",") for line in (tmp_path / "fig.csv").read_text().splitlines()]
     header, row = rows[0], rows[1]
     a = np.array(res["score_matrix"], dtype=float)
-    b = np.array(ref["score_matrix"], dtype=float)
 
-    def ratio(num, den):
-        return "nan" if den <= 0 else pytest.approx(num / den, abs=1e-3)
+    entries = boundary_evaluations(res)
+    ref_entries = boundary_evaluations(ref)
+
+    def ratio(num, top, random):  # through the noise rule: (value - R) / (top - R), or nan
+        value = shifted_ratio(num, top, random)
+        return "nan" if np.isnan(value) else pytest.approx(value, abs=1e-3)
 
     def cell(name):
         value = row[header.index(name)]
         return "nan" if value == "nan" else float(value)
 
     for j, g in enumerate(GAMES):
-        r = rand[g]
-        assert cell(f"P_{g}") == ratio(a[j, j] - r, b[j, j] - r)
-        assert cell(f"S_{g}") == ratio(a[1, j] - r, (a[j:, j] - r).max())
+        own_best = entries[j + int(np.argmax(a[j:, j]))][j]
+        assert cell(f"P_{g}") == ratio(a[j, j], ref_entries[j][j], res["random"][g])
+        assert cell(f"S_{g}") == ratio(a[1, j], own_best, res["random"][g])
     assert float(row[header.index("accumulated_normalized")]) == pytest.approx(res["timeline"][-1]["accumulated_normalized"], abs=1e-3)
     assert "agscl_ref" in printed and str(out) in printed
     # the fine-tuning reference against itself: plasticity 1 on every game it learned above random
     ft_row = rows[2]
-    ft_rand = {g: ref["random"][g]["mean"] for g in GAMES}
-    assert all(float(ft_row[header.index(f"P_{g}")]) == 1.0 for g in GAMES if b[GAMES.index(g), GAMES.index(g)] > ft_rand[g])
+    assert all(float(ft_row[header.index(f"P_{g}")]) == 1.0 for g in GAMES
+               if not np.isnan(gain_over_random(ref_entries[GAMES.index(g)][GAMES.index(g)], ref["random"][g])))
 
 
 def test_plot_rejects_a_reference_that_does_not_cover_the_games(runs, tmp_path, capsys):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from agents import aggregate
+from agscl import metrics
 
 GAMES = ["A", "B"]
 RANDOM = {"A": 1.0, "B": -2.0}
@@ -66,7 +67,7 @@ def test_metrics_of_a_run_against_hand_computation(tmp_path):
 
 def test_a_game_never_learned_above_random_has_no_stability():
     # B never rises above its random score -2: its S is undefined, not a ratio of negatives
-    s = aggregate.metrics.stability_per_task([[5.0, np.nan], [4.0, -8.0]], [1.0, -2.0])
+    s = metrics.stability_per_task([[5.0, np.nan], [4.0, -8.0]], [1.0, -2.0])
     assert s[0] == pytest.approx(3 / 4) and np.isnan(s[1])
 
 
@@ -112,3 +113,245 @@ def test_benchmark_smoke_runs_end_to_end(tmp_path):
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "4 runs (4 finished earlier, skipped)" in again.stdout and ": running" not in again.stderr
     assert json.loads((tmp_path / "out2" / "continual_minatar_smoke.json").read_text())["methods"] == summary["methods"]
+
+
+# ---------------------------------------------------------------------------------------------
+# one definition of fine-tuning's best score (issue 18, 3a) and the seed counts (3b)
+# ---------------------------------------------------------------------------------------------
+def write_results(root, name: str, method: str, seed: int, games: list[str], matrix, random: dict,
+                  mid: dict | None = None, returns: dict | None = None, regularizer: list | None = None,
+                  reference: dict | None = None) -> str:
+    """A finished run: one evaluation at each game's end (the score matrix rows), plus an optional
+    mid-game evaluation ``mid`` ({game: mean}) during the first game; ``returns`` gives the episode
+    returns of chosen end-of-game evaluations {(i, game): [...]} and random policies {game: [...]}."""
+    returns = returns or {}
+    timeline = []
+    if mid:
+        timeline.append({"global_step": 50, "game": 0, "boundary": False, "scores": {g: {"mean": v} for g, v in mid.items()}})
+    for i, row in enumerate(matrix):
+        scores = {}
+        for j, g in enumerate(games[: i + 1]):
+            scores[g] = {"mean": row[j]}
+            if (i, g) in returns:
+                scores[g] = {"mean": float(np.mean(returns[(i, g)])), "returns": returns[(i, g)]}
+        timeline.append({"global_step": 100 * (i + 1), "game": i, "boundary": True, "scores": scores})
+    rand = {g: ({"mean": float(np.mean(returns[g])), "returns": returns[g]} if g in returns else {"mean": r})
+            for g, r in random.items()}
+    results = {"format": 2, "games": games, "config": {"method": method, "seed": seed}, "steps_per_game": 100,
+               "score_matrix": [[scores_or_none for scores_or_none in row] for row in matrix], "timeline": timeline,
+               "random": rand, "progress": {"status": "finished"}, "regularizer": regularizer or [],
+               "reference": reference}
+    path = root / name
+    path.mkdir()
+    (path / "results.json").write_text(json.dumps(results))
+    return str(path)
+
+
+def test_fine_tuning_best_is_the_best_evaluation_of_the_whole_timeline_everywhere(tmp_path):
+    """A mid-game evaluation above every end-of-game score: the aggregate, the agent's
+    --reference-run and plot_continual all normalize by it (before: the aggregate took the best
+    end-of-game score, 9, a smaller denominator than TensorBoard's and the plots' 13)."""
+    from agents import plot_continual
+    from agents.results import load_results, reference_scores
+
+    ft = write_results(tmp_path, "ft", "finetune", 0, GAMES, [[9.0, None], [5.0, 8.0]], RANDOM, mid={"A": 13.0})
+    ags = write_results(tmp_path, "ags", "agscl", 0, GAMES, [[7.0, None], [7.0, 4.0]], RANDOM)
+    runs, summary = aggregate.aggregate([ft, ags])
+    assert summary["reference"]["max_return"] == pytest.approx([13.0, 8.0])
+    # A: (7 - 1) / (13 - 1); B: (4 + 2) / (8 + 2)
+    assert runs[1].values["accumulated_normalized"] == pytest.approx(6 / 12 + 6 / 10)
+    assert reference_scores(load_results(ft), GAMES, ft)["max_return"] == {"A": 13.0, "B": 8.0}  # the agent's
+    plotted = plot_continual.summarize("ags", load_results(ags), load_results(ft), ft)
+    assert plotted.accumulated[-1] == pytest.approx(runs[1].values["accumulated_normalized"])  # the plot's
+
+
+def test_table_prints_how_many_seeds_a_cell_is_over_where_it_differs(tmp_path):
+    """Seed 2 of agscl never rises above random on B (S undefined): its S cell says n=2 of 3 seeds;
+    cells defined on every seed say nothing (before: only the seeds column, 3)."""
+    ft = write_results(tmp_path, "ft", "finetune", 0, GAMES, [[11.0, None], [3.0, 8.0]], RANDOM)
+    ags = [write_results(tmp_path, f"ags{s}", "agscl", s, GAMES, [[6.0, None], [5.0 + s, -2.0 if s == 2 else 2.0]], RANDOM)
+           for s in range(3)]
+    runs, summary = aggregate.aggregate([ft, *ags])
+    m = summary["methods"]["agscl"]
+    assert m["defined"]["S"] == 3 and m["per_game_defined"]["S"] == [3, 2]
+    table = aggregate.markdown(summary)
+    row = next(line for line in table.splitlines() if line.startswith("| agscl | "))
+    assert "(n=" not in row  # the mean S over games is defined on every seed
+    lines = table.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| method | A final | A S |"))
+    per_game_row = next(line for line in lines[header:] if line.startswith("| agscl | "))  # the per-game final / S table
+    s_b = per_game_row.split(" | ")[-1]
+    assert s_b.endswith("(n=2) |") and s_b.startswith("1.00 [1.00, 1.00]")  # seeds 0 and 1 keep all of B
+    # the sweep's fallback table counts the same way
+    from sweep.aggregate import format_rl_table
+
+    row = {"label": "x", "seeds": [0, 1, 2], "games_done": 2, "defined": {"stability": 2},
+           **{k: (0.5, 0.4, 0.6) for k in ("accumulated_normalized_return", "average_return", "plasticity", "stability", "forgetting")}}
+    line = format_rl_table([row]).splitlines()[-1]
+    assert line.count("(n=2)") == 1 and "0.500 [0.400, 0.600] (n=2)" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# the 5-game benchmark's aggregation (issue 16, point 3), against hand computations
+# ---------------------------------------------------------------------------------------------
+G3 = ["A", "B", "C"]
+R3 = {"A": 0.0, "B": 1.0, "C": 2.0}
+
+
+def test_accumulated_normalized_return_after_each_game_against_hand_computation(tmp_path):
+    ft = [write_results(tmp_path, f"ft{s}", "finetune", s, G3, m, R3) for s, m in enumerate([
+        [[10.0, None, None], [4.0, 21.0, None], [2.0, 11.0, 42.0]],
+        [[6.0, None, None], [2.0, 11.0, None], [1.0, 6.0, 22.0]]])]
+    ags = write_results(tmp_path, "ags", "agscl", 0, G3, [[8.0, None, None], [6.0, 9.0, None], [4.0, 7.0, 12.0]], R3)
+    runs, summary = aggregate.aggregate([*ft, ags])
+    # reference best per game, mean over the two seeds: A (10+6)/2 = 8, B (21+11)/2 = 16, C (42+22)/2 = 32
+    best = {"A": 8.0, "B": 16.0, "C": 32.0}
+    n = {g: lambda v, g=g: (v - R3[g]) / (best[g] - R3[g]) for g in G3}
+    after = [n["A"](8.0), n["A"](6.0) + n["B"](9.0), n["A"](4.0) + n["B"](7.0) + n["C"](12.0)]
+    assert runs[-1].per_game["after_game"].tolist() == pytest.approx(after)
+    assert runs[-1].values["accumulated_normalized"] == pytest.approx(after[-1])
+    # the fine-tuning seeds' curves, and the method's mean over them with a bootstrap band
+    ft_after = [[n["A"](10.0), n["A"](4.0) + n["B"](21.0), n["A"](2.0) + n["B"](11.0) + n["C"](42.0)],
+                [n["A"](6.0), n["A"](2.0) + n["B"](11.0), n["A"](1.0) + n["B"](6.0) + n["C"](22.0)]]
+    curve = summary["methods"]["finetune"]["per_game"]["after_game"]
+    for i in range(3):
+        mean, lo, hi = curve[i]
+        assert mean == pytest.approx(np.mean([ft_after[0][i], ft_after[1][i]]))
+        assert min(ft_after[0][i], ft_after[1][i]) == pytest.approx(lo) and max(ft_after[0][i], ft_after[1][i]) == pytest.approx(hi)
+    table = aggregate.markdown(summary)
+    assert "| method | after A | after B | after C |" in table
+    assert f"| agscl | {after[0]:.2f} [{after[0]:.2f}, {after[0]:.2f}] | {after[1]:.2f}" in table
+    paths = aggregate.write_report(runs, summary, str(tmp_path / "out"), "bench")
+    assert all(os.path.getsize(p) > 0 for p in paths) and paths[-1].endswith("_after_games.png")
+    assert json.loads((tmp_path / "out" / "bench.json").read_text())["methods"]["agscl"]["per_game"]["after_game"][2][0] == pytest.approx(after[2])
+
+
+def test_probability_of_improvement_against_hand_computation_and_rliable():
+    rliable_metrics = pytest.importorskip("rliable.metrics")
+    x = np.array([[3.0, 1.0], [5.0, 2.0]])  # 2 runs x 2 games
+    y = np.array([[4.0, 2.0], [2.0, 0.0], [1.0, 2.0]])  # 3 runs
+    # game 0: pairs x>y: 3>2, 3>1, 5>4, 5>2, 5>1 = 5 of 6; game 1: 1>0, 2>0 = 2, ties 2=2 twice = 1 -> 3 of 6
+    assert aggregate.probability_of_improvement(x, y) == pytest.approx((5 / 6 + 3 / 6) / 2)
+    assert aggregate.probability_of_improvement(x, x) == pytest.approx(0.5)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.integers(0, 4, size=(3, 5)).astype(float), rng.integers(0, 4, size=(4, 5)).astype(float)
+        assert aggregate.probability_of_improvement(a, b) == pytest.approx(rliable_metrics.probability_of_improvement(a, b))
+
+
+def test_probability_of_improvement_of_a_grid_with_rliable_stratified_bootstrap(tmp_path):
+    pytest.importorskip("rliable.library")
+    ft = write_results(tmp_path, "ft", "finetune", 0, GAMES, [[11.0, None], [1.0, 8.0]], RANDOM)
+    ags = [write_results(tmp_path, f"a{s}", "agscl", s, GAMES, [[9.0, None], [8.0 - s, 6.0]], RANDOM) for s in range(3)]
+    ewc = [write_results(tmp_path, f"e{s}", "ewc", s, GAMES, [[9.0, None], [6.0 - s, 6.0 + s]], RANDOM) for s in range(3)]
+    runs, summary = aggregate.aggregate([ft, *ags, *ewc], reps=300)
+    poi = summary["probability_of_improvement"]
+    assert set(poi) == {"finetune", "ewc"}
+    # final normalized scores, shifted and scaled alike for both methods, so compare the raw ones:
+    # A: agscl 7, 6, 5 against ewc 5, 4, 3 (8 wins and one tie of 9 pairs); B: each agscl 6 against
+    # ewc 6, 7, 8 (one tie each: 3 ties of 9 pairs)
+    xa, ya = np.array([7.0, 6.0, 5.0]), np.array([5.0, 4.0, 3.0])
+    pa = ((xa[:, None] > ya[None]).sum() + 0.5 * (xa[:, None] == ya[None]).sum()) / 9
+    xb, yb = np.array([6.0, 6.0, 6.0]), np.array([6.0, 7.0, 8.0])
+    pb = ((xb[:, None] > yb[None]).sum() + 0.5 * (xb[:, None] == yb[None]).sum()) / 9
+    mean, lo, hi = poi["ewc"]["probability"]
+    assert mean == pytest.approx((pa + pb) / 2)
+    assert 0.0 <= lo <= mean <= hi <= 1.0 and lo < hi
+    assert mean == pytest.approx((8.5 / 9 + 1.5 / 9) / 2)  # the same count written out
+    # fine-tuning (A 1, B 8): every agscl run is above it on A, below it on B
+    assert poi["finetune"]["probability"][0] == pytest.approx(0.5)
+    assert poi["ewc"]["runs"] == [3, 3] and poi["ewc"]["games"] == GAMES
+    assert "P(agscl > method)" in aggregate.markdown(summary)
+
+
+def test_capacity_left_and_dormant_units_per_game_and_n_a_for_older_runs(tmp_path):
+    ft = write_results(tmp_path, "ft", "finetune", 0, GAMES, [[11.0, None], [3.0, 8.0]], RANDOM,
+                       regularizer=[{"game": 0, "dormant_fraction": 0.25}, {"game": 1, "dormant_fraction": 0.5}])
+    ags = [write_results(tmp_path, f"a{s}", "agscl", s, GAMES, [[9.0, None], [8.0, 6.0]], RANDOM,
+                         regularizer=[{"game": 0, "sparsity": 0.5 - 0.1 * s, "dormant_fraction": 0.1 * s},
+                                      {"game": 1, "sparsity": 0.2, "dormant_fraction": 0.0}]) for s in range(2)]
+    old = write_results(tmp_path, "ewc_old", "ewc", 0, GAMES, [[9.0, None], [8.0, 6.0]], RANDOM)  # no regularizer stats
+    runs, summary = aggregate.aggregate([ft, *ags, old])
+    m = summary["methods"]["agscl"]["per_game"]
+    assert m["free_nodes"][0][0] == pytest.approx((0.5 + 0.4) / 2) and m["free_nodes"][1][0] == pytest.approx(0.2)
+    assert m["dormant"][0][0] == pytest.approx(0.05) and m["dormant"][1][0] == pytest.approx(0.0)
+    assert summary["methods"]["finetune"]["per_game"]["dormant"][1][0] == pytest.approx(0.5)
+    assert np.isnan(summary["methods"]["ewc"]["per_game"]["dormant"][0][0])
+    table = aggregate.markdown(summary)
+    assert "| ewc | dormant trunk units | n/a | n/a |" in table
+    assert "| agscl | AGS-CL free nodes (G0 / G) | 0.45 [0.40, 0.50] | 0.20 [0.20, 0.20] |" in table
+    assert "free weights" not in table  # no PackNet run here
+    json.dumps(aggregate.jsonable(summary), allow_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# a gain over random within noise gives null, through one function (issue 16, point 5)
+# ---------------------------------------------------------------------------------------------
+def test_gain_over_random_is_null_within_two_standard_errors_by_hand():
+    from agents.results import NOISE_Z, gain_over_random, shifted_ratio, standard_error
+
+    best = {"mean": 0.53, "returns": [0.0, 1.0, 1.0, 0.0, 1.0, 0.18]}
+    rand = {"mean": 0.5, "returns": [0.0, 1.0, 0.0, 1.0, 0.5, 0.5]}
+    se = lambda r: np.std(r, ddof=1) / np.sqrt(len(r))  # noqa: E731
+    assert standard_error(best) == pytest.approx(se(best["returns"]))
+    assert standard_error({"mean": 1.0, "std": np.std([1.0, 3.0]), "episodes": 2}) == pytest.approx(se([1.0, 3.0]))
+    assert NOISE_Z == 2.0 and 0.03 < 2 * np.hypot(se(best["returns"]), se(rand["returns"]))
+    assert np.isnan(gain_over_random(best, rand)) and np.isnan(shifted_ratio(0.2, best, rand))
+    far = {"mean": 9.0, "returns": [9.0, 8.0, 10.0, 9.0]}  # gain 8.5, noise about 2 * 0.45
+    assert gain_over_random(far, rand) == pytest.approx(8.5)
+    assert shifted_ratio(4.75, far, rand) == pytest.approx(0.5)
+    assert gain_over_random(3.0, 2.0) == 1.0 and np.isnan(gain_over_random(2.0, 2.0))  # bare numbers: no noise known
+
+
+def test_a_ratio_within_noise_is_null_in_agent_aggregate_and_sweep_table_alike(tmp_path):
+    """The issue's case: the reference beats random on B by 0.03 within noise (and the run's own
+    random score is higher still). B's normalized return and P are null in the agent's numbers
+    (agents.results), the aggregate and the sweep's fallback table; A is a number in all three."""
+    from agents.results import continual_metrics, load_results, normalized, reference_scores
+    from sweep.aggregate import rl_run_metrics
+
+    noisy = [0.0, 1.0, 1.0, 0.0, 1.0, 0.18]
+    ft = write_results(tmp_path, "ft", "finetune", 0, GAMES, [[11.0, None], [3.0, 0.53]], {"A": 1.0, "B": 0.5},
+                       returns={(1, "B"): noisy, "B": [0.0, 1.0, 0.0, 1.0, 0.5, 0.5]})
+    ref = reference_scores(load_results(ft), GAMES, ft)
+    assert ref["undefined"] == ["B"]
+    ags = write_results(tmp_path, "ags", "agscl", 0, GAMES, [[6.0, None], [6.0, 0.6]], {"A": 1.0, "B": 0.5},
+                        returns={"B": [1.0, 0.5, 1.0, 0.5, 1.0, 1.22]}, reference={"run": ft, **ref})
+    res = load_results(ags)
+    norm, acc = normalized(res["timeline"][-1]["scores"], ref, res["random"])  # what the agent logs
+    assert norm["A"] == pytest.approx(0.5) and np.isnan(norm["B"]) and acc == pytest.approx(0.5)
+    metrics = continual_metrics(res)  # what the agent writes at each game's end
+    assert metrics["per_game"]["B"]["P"] is None and metrics["per_game"]["A"]["P"] == pytest.approx(0.5)
+    runs, summary = aggregate.aggregate([ft, ags])
+    assert np.isnan(runs[1].per_game["final_normalized"][1]) and np.isnan(runs[1].per_game["P"][1])
+    assert runs[1].values["accumulated_normalized"] == pytest.approx(0.5) and runs[1].undefined == ["B"]
+    assert summary["methods"]["agscl"]["per_game"]["P"][1][0] != summary["methods"]["agscl"]["per_game"]["P"][1][0]  # NaN
+    assert json.loads(json.dumps(aggregate.jsonable(summary)))["methods"]["agscl"]["per_game"]["P"][1] == [None] * 3
+    assert "- ags: B" in aggregate.markdown(summary)
+    table = rl_run_metrics(res)  # the sweep's fallback table
+    assert table["plasticity"] == pytest.approx(0.5) and table["accumulated_normalized_return"] == pytest.approx(0.5)
+
+
+def test_cli_reads_a_sweep_directory_leaves_out_unfinished_runs_and_refuses_bad_input(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    write_results(sweep, "finetune_seed1", "finetune", 1, GAMES, [[11.0, None], [3.0, 8.0]], RANDOM)
+    write_results(sweep, "strong_seed1", "agscl", 1, GAMES, [[9.0, None], [8.0, 6.0]], RANDOM)
+    write_results(sweep, "strong_seed2", "agscl", 2, GAMES, [[9.0, None], [None, None]], RANDOM)  # interrupted
+    trials = [{"name": n, "label": lab} for n, lab in
+              (("finetune_seed1", "finetune"), ("strong_seed1", "agscl mu=4"), ("strong_seed2", "agscl mu=4"))]
+    (sweep / "sweep.json").write_text(json.dumps({"trials": trials}))
+    out = tmp_path / "out"
+    assert aggregate.main(["--sweep-dir", str(sweep), "--out-dir", str(out), "--name", "five", "--improver", "agscl mu=4",
+                           "--reps", "50"]) == 0
+    captured = capsys.readouterr()
+    assert "left out" in captured.err and "strong_seed2 has finished 1 of 2 games" in captured.err
+    summary = json.loads((out / "five.json").read_text())
+    assert summary["methods"]["agscl mu=4"]["seeds"] == [1]
+    assert set(summary["probability_of_improvement"]) == {"finetune"}
+    assert sorted(p.name for p in out.iterdir()) == ["five.json", "five.md", "five.png", "five_after_games.png"]
+    assert "| agscl mu=4 | 1 |" in captured.out
+    assert aggregate.main(["--sweep-dir", str(tmp_path / "nowhere"), "--out-dir", str(out)]) == 2
+    assert aggregate.main([str(sweep / "finetune_seed1"), "--labels", "a", "b"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "not a sweep's state file" in err and "--labels has 2 entries for 1 runs" in err

@@ -220,13 +220,73 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_bad_trainer_flag_stops_the_sweep_with_the_trainers_line(tmp_path):
+def test_a_trial_refusing_its_flags_fails_alone_with_the_trainers_line(tmp_path):
+    """A trainer's exit code 2 is that trial's failure: reported with the trainer's own line, not
+    retried, its dependents blocked, and the sweep ends with exit code 1 after the rest (before:
+    the whole sweep stopped with exit code 2)."""
     bad = tmp_path / "bad.toml"
     bad.write_text('trainer = "supervised"\nmethods = ["finetune", "agscl"]\nflags = {benchmark = "split_digits", epochs = 0}\n')
     proc, out, err = _sweep(["--config", str(bad), "--engine", "sequential", "--no-progress", "--dir", str(tmp_path / "s")], _env())
-    assert proc.returncode == 2
-    assert err.count("\n") == 1 and "trial finetune_seed0: error: epochs=0 must be >= 1" in err
-    assert "agscl_seed0" not in out  # nothing ran after the bad input
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert re.search(r"finetune_seed0: failed \(its trainer refused its input \(exit code 2, not retried\): .*epochs=0 must be >= 1", out)
+    assert "agscl_seed0: blocked (its reference finetune_seed0 failed)" in out
+    log = (tmp_path / "s" / "logs" / "finetune_seed0.log").read_text()
+    assert log.count("=== attempt") == 1  # bad input is never retried
+    state = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert {t["name"]: t["state"] for t in state["trials"]} == {"finetune_seed0": "failed", "agscl_seed0": "blocked"}
+
+
+def test_one_trial_failing_never_stops_the_others(monkeypatch, tmp_path):
+    """Both engines settle every outcome through one function: a trial's exit code 2 (the case of
+    a reference the trainer refused) or a crash is recorded, and every other trial still runs."""
+    from sweep import engine
+    from sweep.launch import Outcome
+    from sweep.spec import Spec
+
+    ran: list[str] = []
+
+    def fake_run_trial(trial, options, sink=None):
+        ran.append(trial.name)
+        if trial.name == "ewc_seed1":
+            return Outcome(trial.name, "usage", 2, 1, 0.1, "ppo_continual: error: --reference-run: bad")
+        if trial.name == "mas_seed1":
+            return Outcome(trial.name, "failed", 1, 3, 0.1, "crashed")
+        Path(trial.run_dir).mkdir(parents=True, exist_ok=True)
+        return Outcome(trial.name, "finished", 0, 1, 0.1)
+
+    monkeypatch.setattr(engine, "run_trial", fake_run_trial)
+    spec = Spec("rl", ["finetune", "ewc", "mas", "agscl"], [1, 2], flags=["--suite", "minatar"])
+    result = engine.run_sweep(spec, tmp_path / "s", engine.EngineOptions("sequential", progress=False))
+    assert sorted(ran) == sorted(t.name for t in spec.trials(tmp_path / "s"))  # all 8 ran
+    states = {n: o.state for n, o in result.outcomes.items()}
+    assert states.pop("ewc_seed1") == "failed" and states.pop("mas_seed1") == "failed"
+    assert set(states.values()) == {"finished"} and len(states) == 6
+    assert "exit code 2" in result.outcomes["ewc_seed1"].error and "--reference-run: bad" in result.outcomes["ewc_seed1"].error
+    assert not result.ok
+
+
+def test_a_failed_configuration_never_stops_a_sequential_grid_search(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from sweep import search
+    from sweep.engine import EngineOptions
+    from sweep.spec import Spec
+
+    monkeypatch.setattr(search, "run_sweep", lambda *a, **k: SimpleNamespace(ok=True))
+
+    def evaluate(config, *args):
+        if config["mu"] == 2.0:
+            raise RuntimeError("trial agscl_mu2_seed1 failed: exit code 1")
+        return {"objective": config["mu"], "plasticity": 1.0, "stability": 1.0}
+
+    monkeypatch.setattr(search, "evaluate_config", evaluate)
+    spec = Spec("rl", ["finetune", "agscl"], [1], method_grid={"agscl": {"mu": [1.0, 2.0, 4.0]}})
+    rows, text = search.run_search(spec, tmp_path / "s", search.SearchOptions(objective="accumulated_normalized_return"),
+                                   EngineOptions("sequential", progress=False))
+    assert [r["config"]["mu"] for r in rows] == [4.0, 1.0, 2.0]  # every configuration evaluated, the failed one last
+    assert rows[-1]["objective"] is None and "exit code 1" in rows[-1]["error"]
+    assert "mu=2" in text.splitlines()[-1] and "n/a" in text.splitlines()[-1]
 
 
 def test_variants_are_named_flag_sets_run_and_labelled_like_methods(tmp_path):
