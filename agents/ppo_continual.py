@@ -3,8 +3,9 @@
 One agent learns the games in order, each once (pure continual learning): a shared CNN trunk
 (Nature-CNN for Atari, MinAtar's conv16 + fc128 for ``--suite minatar``) and one actor and
 one critic head per game. Between games a continual-learning method
-from :mod:`agscl` (``finetune``, ``ewc``, ``online_ewc``, ``mas``, ``agscl``) protects what
-the trunk learned, driven through the one protocol of :mod:`agscl.base`::
+from the :mod:`agscl` registry (``finetune``, ``ewc``, ``online_ewc``, ``mas``, ``agscl``, ``packnet``;
+its flags are built from the registry by :mod:`agents.methods_cli`) protects what the trunk
+learned, driven through the one protocol of :mod:`agscl.base`::
 
     python agents/ppo_continual.py --games StarGunner Boxing --method agscl --steps-per-game 1000000
     python agents/ppo_continual.py --preset paper --method agscl           # the authors' setting
@@ -36,6 +37,7 @@ import tyro
 from agents.evaluation import collect_observations, dormant_fraction, evaluate, evaluate_random
 from agents.fastpath import FastPath, SplitEnv, progress_line
 from agents.lean import EpisodeLog
+from agents.methods_cli import method_kwargs, retrain_start, task_context, with_method_flags
 from agents.network import Agent, layer_init
 from agents.ppo_math import build_optimizer, compute_gae, normalize_advantages, optimizer_covers, set_lr
 from agents.results import (
@@ -55,7 +57,6 @@ from envs.atari import MAX_EPISODE_FRAMES, PAPER_GAMES
 from envs.minatar import MAX_EPISODE_STEPS as MINATAR_MAX_STEPS
 from envs.suites import SUITES, get_suite
 
-METHOD_CHOICES = ("finetune", "ewc", "online_ewc", "mas", "agscl")
 #: The authors' code computed RL importances about 21x larger than the plain mean activation
 #: used here, so their lambda corresponds to ``OMEGA_SCALE * lambda`` here.
 OMEGA_SCALE = 21.0
@@ -117,32 +118,7 @@ class Args:
     hidden: int = 512
     """units of the trunk's fully connected layer (minatar default 128)"""
 
-    # continual-learning method
-    method: Literal["finetune", "ewc", "online_ewc", "mas", "agscl"] = "agscl"
-    """the continual-learning method"""
-    mu: float = 0.1
-    """AGS-CL: group-lasso strength on unimportant nodes"""
-    agscl_lambda: float = 100.0 * OMEGA_SCALE
-    """AGS-CL: drift-penalty strength on important nodes; Omega here is the plain mean activation, about
-    1/21 of the authors' RL Omega, so their lambda 100 / 1000 is 2100 / 21000 here"""
-    eta: float = 0.9
-    """AGS-CL: decay of the accumulated importance, in (0, 1]"""
-    rho: float = 0.3
-    """AGS-CL: probability of re-initializing an unimportant node's incoming weights, in [0, 1]"""
-    prox_every: Literal["epoch", "step"] = "epoch"
-    """AGS-CL: proximal step once per PPO epoch (the authors' code) or after every optimizer step (the paper's equations)"""
-    zero_init: bool = True
-    """AGS-CL (I.1): zero every outgoing weight of an unimportant node, and keep those into important nodes and
-    learned heads at zero for good"""
-    rand_init: bool = True
-    """AGS-CL (I.2): re-draw an unimportant node's incoming weights with probability rho, from the trunk's own
-    initializer (orthogonal, gain sqrt 2, zero bias)"""
-    ewc_lambda: float = 1e4
-    """EWC / online EWC: penalty strength"""
-    ewc_gamma: float = 1.0
-    """online EWC: decay of the running Fisher, in [0, 1]"""
-    mas_lambda: float = 1.0
-    """MAS: penalty strength"""
+    # continual-learning method: --method and its flags are added from the agscl registry (agents/methods_cli.py)
     importance_obs: int = 4096
     """observations of a finished game, collected with the trained policy, for the method's importance (Omega, Fisher,
     MAS); capped at the game's own steps per game (a short run cannot spend longer on importance than on training)"""
@@ -236,6 +212,9 @@ class Args:
     backward pass, instead of building it into the loss's autograd graph (the same update, up to float rounding)"""
 
 
+Args = with_method_flags(Args, default_method="agscl")  # type: ignore[misc]
+
+
 #: Defaults that ``--suite`` changes (explicit flags and presets override them). MinAtar: the
 #: suite's usual network (Young & Tian 2019: one 3x3 conv of 16 channels, a 128-unit layer) and
 #: cleanrl's Atari PPO settings unchanged (8 envs x 128 steps, 4 epochs x 4 minibatches, Adam
@@ -310,20 +289,6 @@ def game_budgets(steps_per_game: int | Sequence[int], games: int) -> list[int] |
 
 def trunk_channels(args: Args) -> tuple[int, ...]:
     return tuple(c * args.width for c in args.channels)
-
-
-def method_hparams(args: Args) -> dict[str, Any]:
-    """Keyword arguments of ``make_method`` for ``args.method``."""
-    if args.method == "agscl":
-        return dict(mu=args.mu, lam=args.agscl_lambda, eta=args.eta, rho=args.rho, prox_every=args.prox_every,
-                    zero_init=args.zero_init, rand_init=args.rand_init, seed=args.seed, init_fn=layer_init)
-    if args.method == "ewc":
-        return dict(lam=args.ewc_lambda)
-    if args.method == "online_ewc":
-        return dict(lam=args.ewc_lambda, gamma=args.ewc_gamma)
-    if args.method == "mas":
-        return dict(lam=args.mas_lambda)
-    return {}
 
 
 class ScaledBatches:
@@ -430,11 +395,12 @@ def validate(args: Args) -> list[str]:
     return games
 
 
-def build_agent_and_method(args: Args, device: torch.device) -> tuple[Agent, Any]:
+def build_agent_and_method(args: Args, device: torch.device, num_games: int) -> tuple[Agent, Any]:
     """The agent (no heads yet) and its method; a method's bad hyperparameter is a UserError."""
     agent = Agent(trunk_channels(args), args.hidden, args.suite).to(device)
     try:
-        method = make_method(args.method, agent.trunk, agent.heads, **method_hparams(args))
+        kwargs = method_kwargs(args, num_tasks=num_games, seed=args.seed, init_fn=layer_init)
+        method = make_method(args.method, agent.trunk, agent.heads, **kwargs)
     except ValueError as exc:
         raise UserError(f"--method {args.method}: {exc}") from None
     return agent, method
@@ -477,7 +443,7 @@ def prepare(argv: Sequence[str] | None = None) -> Setup:
     random.seed(args.seed)  # a resumed run restores its RNG states from the checkpoint later
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    agent, method = build_agent_and_method(args, device)
+    agent, method = build_agent_and_method(args, device, len(games))
     reference = None
     if checkpoint is None:
         if args.run_name is None:
@@ -647,7 +613,7 @@ class Run:
         t0 = time.time()
         for j in range(upto + 1):
             seed = args.seed + 100_003 * (j + 1) + self.global_step % 1_000_003
-            with self.eval_env(self.games[j], seed, args.eval_episodes) as env:
+            with self.eval_env(self.games[j], seed, args.eval_episodes) as env, task_context(self.method, j):
                 stats = evaluate(self.agent, j, env, args.eval_episodes, self.device, seed, greedy=args.eval_greedy)
             scores[self.games[j]] = stats
             for key in ("mean", "std", "min", "max"):
@@ -760,6 +726,7 @@ class Run:
                 optimizer_covers(self.optimizer, agent.heads)  # this game's head joins the sequence's Adam
             optimizer, params = self.optimizer, list(agent.trunk.parameters()) + list(agent.heads[g].parameters())
             method.begin_task(g)
+            prune_at = retrain_start(method, self.num_updates)  # PackNet: prune, then retrain the kept weights
             self.log(f"game {g + 1}/{len(self.games)}: {game} ({env.action_count} actions), "
                      f"updates {self.update + 1}..{self.num_updates} of {self.batch_size} steps, method {args.method}, "
                      f"{fast.describe()}")
@@ -801,6 +768,11 @@ class Run:
                 self.update += 1
                 frac = 1.0 - (self.update - 1.0) / self.num_updates if args.anneal_lr else 1.0
                 lr = frac * args.learning_rate
+                if self.update == prune_at:  # PackNet: prune, then retrain the kept weights with a fresh Adam
+                    method.prune(g)
+                    optimizer = self.optimizer = build_optimizer(agent.trunk, agent.heads, g, args.learning_rate,
+                                                                 args.optimizer_per_game, fused=args.fused_adam)
+                    self.log(f"{args.method}: pruned for {game}, retraining updates {prune_at}..{self.num_updates}")
                 set_lr(optimizer, lr)
 
                 with torch.inference_mode():  # no autograd bookkeeping; results written in place into the buffers
@@ -911,7 +883,8 @@ class Run:
             # end of the game: importance from the trained policy's own play, then evaluation
             t0 = time.time()
             count = min(args.importance_obs, self.steps_per_game)
-            stored, _ = collect_observations(agent, env, next_obs.cpu().numpy(), g, count, device)
+            with task_context(method, g):
+                stored, _ = collect_observations(agent, env, next_obs.cpu().numpy(), g, count, device)
             batches = ScaledBatches(stored, args.importance_batch, device, self.suite.obs_scale)
             dormant = dormant_fraction(agent.trunk, batches)  # before end_task: (I.2) re-draws nodes
             method.end_task(g, batches)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from agscl._weightwise import eval_mode
-from agscl.base import ContinualMethod, HeadSpec, check_range, full_precision, iter_batches, module_device, task_heads
+from agscl.base import ContinualMethod, HeadSpec, Hparam, check_range, full_precision, iter_batches, module_device, task_heads
 from agscl.groups import NodeLayer, discover_layers, group_count, head_input_layer, spread_over_inputs
 from agscl.prox import shrink_factor
 
@@ -68,6 +68,20 @@ class AGSCL(ContinualMethod):
     """
 
     name = "agscl"
+    hparams = (
+        Hparam("lam", 400.0, "drift-penalty strength on important nodes; in RL, Omega is the plain mean activation, "
+               "about 1/21 of the authors' RL Omega, so their lambda 100 / 1000 is 2100 / 21000 here",
+               low=0.0, rl_flag="agscl_lambda", rl_default=2100.0),
+        Hparam("mu", 10.0, "group-lasso strength on unimportant nodes", low=0.0, rl_default=0.1),
+        Hparam("eta", 0.9, "decay of the accumulated node importance", low=0.0, high=1.0, low_open=True),
+        Hparam("rho", 0.3, "probability of re-initializing an unimportant node's incoming weights", low=0.0, high=1.0),
+        Hparam("prox_every", "epoch", "proximal step once per (PPO) epoch (the authors' code) or after every optimizer "
+               "step (the paper's equations)", choices=PROX_FREQUENCIES),
+        Hparam("zero_init", True, "(I.1) zero every outgoing weight of an unimportant node, and keep those into "
+               "important nodes and learned heads at zero for good (--no-zero-init: ablation)"),
+        Hparam("rand_init", True, "(I.2) re-draw an unimportant node's incoming weights with probability rho, from the "
+               "network's own initializer (--no-rand-init: ablation)"),
+    )
 
     def __init__(
         self,

@@ -26,13 +26,18 @@ to ``p.grad`` right after ``loss.backward()`` (:meth:`ContinualMethod.add_penalt
 same update without an autograd graph for the penalty (the RL agent does, ``--fused-penalty``).
 
 Architectural methods may add optional hooks that learners look up by name: ``parameters()``
-(extra trainable parameters for the optimizer), ``set_epoch_length(batches)`` and
-``use_task(task)`` (a context manager for evaluation); HAT in ``supervised/hat.py`` does.
+(extra trainable parameters for the optimizer), ``set_epoch_length(batches)``,
+``use_task(task)`` (a context manager for evaluation and importance collection of a task;
+HAT in ``supervised/hat.py`` and PackNet have it) and ``prune(task)`` with a
+``retrain_fraction`` (PackNet: called once when the task's retraining phase begins, the last
+``retrain_fraction`` of its updates or epochs, see :func:`retrain_start`; the learner then
+resets its optimizer).
 """
 
 from __future__ import annotations
 
-from typing import Any, ContextManager, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, ContextManager, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -87,6 +92,77 @@ def check_range(name: str, value: float, low: float | None, high: float | None, 
         raise ValueError(f"{name}={value!r} is out of range: allowed {name} in {interval}")
 
 
+@dataclass(frozen=True)
+class Hparam:
+    """One user-facing hyperparameter of a method, declared on its class (``hparams``): the
+    learners build their ``--method`` flags, defaults, help and range checks from it, so a new
+    method needs no CLI code of its own.
+
+    ``name`` is the constructor keyword (and the supervised trainer's flag); ``rl_flag`` the
+    agent's flag when it differs (``agscl_lambda`` for AGS-CL's ``lam``), ``rl_default`` the
+    agent's default when it differs. The type is the default's (bool, int, float or str).
+    """
+
+    name: str
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+    rl_flag: str | None = None
+    rl_default: Any = None
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    @property
+    def flag(self) -> str:
+        """The agent's field name for this hyperparameter."""
+        return self.rl_flag or self.name
+
+    def allowed(self) -> str:
+        """The allowed values in words, as error messages and help pages show them."""
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        if self.kind is bool:
+            return "true or false"
+        if self.low is None and self.high is None:
+            return "any number"
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        return f"{'(' if self.low_open or self.low is None else '['}{lo}, {hi}{')' if self.high_open or self.high is None else ']'}"
+
+    def check(self, value: Any, label: str | None = None) -> None:
+        """``ValueError`` with one line naming ``label=value`` and :meth:`allowed` when out of range."""
+        label = label or self.name
+        if self.choices is not None:
+            if value not in self.choices:
+                raise ValueError(f"{label}={value!r} is not valid: choose one of {', '.join(self.choices)}")
+            return
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{label}={value!r} is out of range: allowed {label} true or false")
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{label}={value!r} is not a number")
+        check_range(label, float(value), self.low, self.high, low_open=self.low_open, high_open=self.high_open)
+
+
+def retrain_start(method: Any, total: int) -> int | None:
+    """The 1-based update (or epoch) of ``total`` at which the retraining phase begins for a
+    method with a ``prune`` hook and a ``retrain_fraction``: the last ``round(fraction * total)``
+    of them retrain (at least one when the fraction is > 0). None: the method never prunes (or
+    its fraction is 0, and its ``end_task`` prunes without retraining)."""
+    fraction = float(getattr(method, "retrain_fraction", 0.0) or 0.0)
+    if not callable(getattr(method, "prune", None)) or fraction <= 0:
+        return None
+    retrain = min(total, max(1, round(fraction * total)))
+    return total - retrain + 1
+
+
 class ContinualMethod:
     """Base class: fine-tuning semantics (every hook does nothing).
 
@@ -96,12 +172,21 @@ class ContinualMethod:
     """
 
     name = "finetune"
+    hparams: ClassVar[tuple[Hparam, ...]] = ()
+    """The user-facing hyperparameters (constructor keywords); see :class:`Hparam`."""
+    learners: ClassVar[tuple[str, ...]] = ("rl", "supervised")
+    """Which learners can drive the method: ``rl`` (agents/ppo_continual.py), ``supervised``."""
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec]) -> None:
         self.trunk = trunk
         self.heads = heads
         self.task: int | None = None
         self.tasks_learned = 0
+
+    @classmethod
+    def declared_hparams(cls, fixed: dict[str, Any]) -> tuple[Hparam, ...]:
+        """The hyperparameters a registry entry with constructor keywords ``fixed`` takes."""
+        return tuple(h for h in cls.hparams if h.name not in fixed)
 
     # -- hooks -------------------------------------------------------------------------
     def begin_task(self, task: int) -> None:

@@ -17,6 +17,7 @@ Penalty (see :mod:`agscl._weightwise` for the 1/2 convention):
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agscl._weightwise import WeightwiseMethod, check_int, checked, per_sample_grad_mean
-from agscl.base import HeadSpec
+from agscl.base import HeadSpec, Hparam
 
 
 def diagonal_fisher(
@@ -54,6 +55,15 @@ class EWC(WeightwiseMethod):
     """EWC with a diagonal true Fisher; ``online=True`` gives online EWC (registry "online_ewc")."""
 
     name = "ewc"
+    hparams = (
+        Hparam("lam", 5000.0, "penalty strength", low=0.0, high=math.inf, high_open=True, rl_flag="ewc_lambda", rl_default=1e4),
+        Hparam("gamma", 1.0, "decay of the running Fisher", low=0.0, high=1.0, rl_flag="ewc_gamma"),
+    )
+
+    @classmethod
+    def declared_hparams(cls, fixed: dict[str, Any]) -> tuple[Hparam, ...]:
+        """``gamma`` only for online EWC."""
+        return cls.hparams if fixed.get("online") else cls.hparams[:1]
 
     def __init__(
         self,

@@ -11,13 +11,14 @@ latest task, is kept. Penalty: ``lam/2 * sum_i Omega_i (theta_i - theta*_i)^2``.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from agscl._weightwise import WeightwiseMethod, per_sample_grad_mean
-from agscl.base import HeadSpec
+from agscl.base import HeadSpec, Hparam
 
 
 def mas_importance(trunk: nn.Module, head: nn.Module, names: Sequence[str], inputs: Iterable[Any]) -> list[torch.Tensor]:
@@ -36,6 +37,7 @@ class MAS(WeightwiseMethod):
     """MAS: output-sensitivity importance, summed over tasks, latest anchor."""
 
     name = "mas"
+    hparams = (Hparam("lam", 1.0, "penalty strength", low=0.0, high=math.inf, high_open=True, rl_flag="mas_lambda"),)
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], *, lam: float) -> None:
         super().__init__(trunk, heads, lam=lam)

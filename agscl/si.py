@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from agscl._weightwise import WeightwiseMethod, accumulator_dtype, checked
-from agscl.base import HeadSpec
+from agscl.base import HeadSpec, Hparam
 
 
 class _PathIntegral(WeightwiseMethod):
@@ -110,6 +110,11 @@ class SI(_PathIntegral):
     """Synaptic intelligence: path-integral importance normalized by the squared task drift."""
 
     name = "si"
+    learners = ("supervised",)
+    hparams = (
+        Hparam("lam", 1.0, "penalty strength", low=0.0, high=math.inf, high_open=True, rl_flag="si_lambda"),
+        Hparam("xi", 0.1, "damping of the path-integral importance", low=0.0, high=math.inf, low_open=True, high_open=True),
+    )
     _state_lists = ("_w", "_start", "_prev")
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], *, lam: float, xi: float = 0.1) -> None:
@@ -146,6 +151,11 @@ class RWALK(_PathIntegral):
     """Riemannian walk: normalized running Fisher plus the clamped path score averaged over tasks."""
 
     name = "rwalk"
+    learners = ("supervised",)
+    hparams = (
+        Hparam("lam", 1.0, "penalty strength", low=0.0, high=math.inf, high_open=True, rl_flag="rwalk_lambda"),
+        Hparam("alpha", 0.9, "weight of the newest squared gradient in the running Fisher", low=0.0, high=1.0, low_open=True),
+    )
     _state_lists = ("_fisher", "_score", "_avg_score", "_prev")
 
     def __init__(

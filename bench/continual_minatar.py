@@ -56,6 +56,7 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     "agscl": ("agscl", ["--mu", "1", "--agscl-lambda", "100"]),
     "agscl_mu4": ("agscl", ["--mu", "4", "--agscl-lambda", "100"]),
     "agscl_no_reinit": ("agscl", ["--mu", "1", "--agscl-lambda", "100", "--no-zero-init", "--no-rand-init"]),
+    "packnet": ("packnet", []),
     "agscl_mu4_no_reinit": ("agscl", ["--mu", "4", "--agscl-lambda", "100", "--no-zero-init", "--no-rand-init"]),
 }
 

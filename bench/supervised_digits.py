@@ -26,13 +26,14 @@ from typing import Any
 
 import torch
 
+from agscl.registry import method_names
 from common.runio import machine, machine_line
 from supervised.train import atomic_write_json
 from sweep.engine import EngineOptions, run_sweep
 from sweep.launch import read_results
 from sweep.spec import Spec, SweepError
 
-DEFAULT_METHODS = ("finetune", "ewc", "online_ewc", "mas", "si", "rwalk", "hat", "agscl")
+DEFAULT_METHODS = method_names("supervised")  # every method of the agscl registry the trainer drives
 
 
 def _mean_std(values: list[float | None]) -> tuple[float, float] | None:

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from agscl.base import ContinualMethod, HeadSpec, check_range, module_device
+from agscl.base import ContinualMethod, HeadSpec, Hparam, check_range, module_device
 from agscl.groups import NodeLayer, discover_layers, spread_over_inputs
 
 THRES_COSH = 50.0
@@ -47,6 +47,11 @@ class HAT(ContinualMethod):
     """
 
     name = "hat"
+    learners = ("supervised",)  # the agent has no per-epoch gate annealing
+    hparams = (
+        Hparam("c", 0.75, "capacity regularization strength", low=0.0),
+        Hparam("smax", 400.0, "final (and inference) gate slope", low=1.0),
+    )
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], *, num_tasks: int, c: float = 0.75, smax: float = 400.0) -> None:
         if isinstance(num_tasks, bool) or int(num_tasks) != num_tasks or num_tasks < 1:

@@ -54,19 +54,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-METHOD_NAMES = ("finetune", "ewc", "online_ewc", "mas", "si", "rwalk", "agscl", "hat")
+from agscl.registry import method_hparams, method_names
 
-# Hyperparameters each method accepts (CLI flag names; ``make_method`` keyword names).
+#: The methods the supervised trainer can drive, from the agscl registry.
+METHOD_NAMES = method_names("supervised")
+
+# Hyperparameters each method accepts that take a value (CLI flag names; ``make_method`` keyword
+# names), as the method classes declare them; switches (AGS-CL's --no-zero-init) are not presets.
 METHOD_HPARAMS: dict[str, tuple[str, ...]] = {
-    "finetune": (),
-    "ewc": ("lam",),
-    "online_ewc": ("lam", "gamma"),
-    "mas": ("lam",),
-    "si": ("lam", "xi"),
-    "rwalk": ("lam", "alpha"),
-    "agscl": ("lam", "mu", "eta", "rho", "prox_every"),
-    "hat": ("c", "smax"),
+    m: tuple(h.name for h in method_hparams(m) if h.kind is not bool) for m in METHOD_NAMES
 }
+
+
+def declared_defaults(method: str) -> dict[str, Any]:
+    """The defaults method ``method``'s class declares (the preset of a benchmark without its own)."""
+    return {h.name: h.default for h in method_hparams(method) if h.kind is not bool}
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def _agscl(lam: float, mu: float, rho: float, eta: float = 0.9) -> dict[str, Any
     return {"lam": lam, "mu": mu, "eta": eta, "rho": rho, "prox_every": "epoch"}
 
 
-HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
+_EXPLICIT: dict[str, dict[str, dict[str, Any]]] = {
     "split_cifar100": {**_BASELINES, "agscl": _agscl(400.0, 10.0, 0.3)},
     "split_cifar10_100": {**_BASELINES, "agscl": _agscl(7000.0, 20.0, 0.2)},
     "omniglot": {**_BASELINES, "agscl": _agscl(1000.0, 7.0, 0.5)},
@@ -138,6 +140,11 @@ HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+#: Every benchmark's preset of every method: the values above, else the class's declared defaults.
+HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    bench: {m: values.get(m, declared_defaults(m)) for m in METHOD_NAMES} for bench, values in _EXPLICIT.items()
+}
+
 _PUBLISHED = "authors' published command (released code README; DESIGN.md section 2)"
 _START = "starting point, not published by the authors: tune"
 _DIGITS = "picked by a sweep with bench/supervised_digits.py (ours)"
@@ -152,6 +159,7 @@ SOURCES: dict[str, dict[str, str]] = {
         **{m: _DIGITS if bench == "split_digits" else _START for m in ("ewc", "online_ewc", "mas", "si", "rwalk")},
         "finetune": "no hyperparameters",
     }
+    | {m: "the defaults the method's class declares (agscl registry)" for m in METHOD_NAMES if m not in _EXPLICIT[bench]}
     for bench in HPARAMS
 }
 
@@ -167,11 +175,11 @@ def hparams_for(benchmark: str, method: str) -> dict[str, Any]:
     """A copy of ``method``'s preset hyperparameters on ``benchmark``."""
     if benchmark not in HPARAMS:
         raise ValueError(f"unknown benchmark {benchmark!r}: valid choices are {', '.join(HPARAMS)}")
-    if method not in METHOD_HPARAMS:
-        raise ValueError(f"unknown method {method!r}: valid choices are {', '.join(METHOD_NAMES)}")
-    return dict(HPARAMS[benchmark][method])
+    if method not in method_names("supervised"):
+        raise ValueError(f"unknown method {method!r}: valid choices are {', '.join(method_names('supervised'))}")
+    return {**declared_defaults(method), **HPARAMS[benchmark].get(method, {})}
 
 
 def source_of(benchmark: str, key: str) -> str:
     """Where the preset ``key`` ("schedule" or a method name) of ``benchmark`` comes from."""
-    return SOURCES[benchmark][key]
+    return SOURCES[benchmark].get(key, "the defaults the method's class declares (agscl registry)")

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agscl.base import ContinualMethod, check_range
+from agscl.base import ContinualMethod, Hparam, check_range, retrain_start
+from agscl.registry import method_hparams
 from common.runio import torch_save_atomic, write_bytes_atomic
 from common.runio import versions as runio_versions
 from agscl import metrics as M
@@ -109,8 +110,6 @@ class Config:
 
     benchmark: str = "split_digits"
     """split_digits (no data needed), split_cifar100, split_cifar10_100, omniglot, cub200, mixture8"""
-    method: str = "agscl"
-    """finetune, ewc, online_ewc, mas, si, rwalk, agscl or hat"""
     data_dir: Annotated[str | None, _no_hint()] = None
     """dataset root (default: $AGSCL_DATA_DIR, else ./data)"""
     network: Annotated[str | None, _preset("network")] = None
@@ -145,31 +144,6 @@ class Config:
     restore_best: bool = False
     """end each task with the weights of its best validation-loss epoch (the released code did)"""
 
-    lam: Annotated[float | None, _preset("lam")] = None
-    """lambda: drift strength (agscl) or importance weight (ewc, online_ewc, mas, si, rwalk)"""
-    mu: Annotated[float | None, _preset("mu")] = None
-    """agscl: group-lasso strength on unimportant nodes"""
-    eta: Annotated[float | None, _preset("eta")] = None
-    """agscl: decay of the accumulated node importance, in (0, 1]"""
-    rho: Annotated[float | None, _preset("rho")] = None
-    """agscl: probability to re-initialize an unimportant node, in [0, 1]"""
-    prox_every: Annotated[str | None, _preset("prox_every")] = None
-    """agscl: proximal step per 'epoch' (released code) or per 'step' (paper equations)"""
-    zero_init: bool = True
-    """agscl: (I.1) zero-fix weights from unimportant into important nodes"""
-    rand_init: bool = True
-    """agscl: (I.2) re-initialize unimportant nodes with probability rho"""
-    gamma: Annotated[float | None, _preset("gamma")] = None
-    """online_ewc: decay of the accumulated Fisher"""
-    xi: Annotated[float | None, _preset("xi")] = None
-    """si: damping of the path-integral importance"""
-    alpha: Annotated[float | None, _preset("alpha")] = None
-    """rwalk: weight of the newest squared gradient in the running Fisher, in (0, 1]"""
-    c: Annotated[float | None, _preset("c")] = None
-    """hat: capacity regularization strength"""
-    smax: Annotated[float | None, _preset("smax")] = None
-    """hat: final gate slope"""
-
     run_name: Annotated[str | None, _no_hint()] = None
     """default: <benchmark>_<method>_seed<seed>"""
     runs_dir: str = "runs"
@@ -190,6 +164,55 @@ class Config:
     """progress bars over tasks and epochs"""
     tensorboard: bool = True
     """TensorBoard events in <run dir>/tb"""
+    # --method and the method flags (--lam, --mu, ..., --no-zero-init) follow, built from the agscl registry
+
+
+def method_flag_specs() -> dict[str, tuple[list[Hparam], list[str]]]:
+    """Flag (constructor keyword) -> (its declarations, the methods that take it), over the
+    methods the supervised trainer drives, in registry order: ``--lam`` serves every method
+    that has a ``lam``."""
+    specs: dict[str, tuple[list[Hparam], list[str]]] = {}
+    for method in presets.METHOD_NAMES:
+        for hp in method_hparams(method):
+            decls, users = specs.setdefault(hp.name, ([], []))
+            if decls and (decls[0].kind, decls[0].choices) != (hp.kind, hp.choices):
+                raise TypeError(f"--{hp.name.replace('_', '-')} is declared with two types by {users[0]} and {method}")
+            decls.append(hp)
+            users.append(method)
+    return specs
+
+
+def _method_flag_help(decls: list[Hparam], users: list[str]) -> str:
+    """``ewc, mas: penalty strength, allowed [0, inf); agscl: ...``: one clause per distinct text."""
+    clauses: dict[str, list[str]] = {}
+    for hp, method in zip(decls, users):
+        text = hp.help if hp.kind is bool or hp.choices is not None else f"{hp.help}, allowed {hp.allowed()}"
+        clauses.setdefault(text, []).append(method)
+    return "; ".join(f"{', '.join(ms)}: {text}" for text, ms in clauses.items())
+
+
+def _with_method_flags(base: type) -> type:
+    """``base`` plus ``--method`` (the registry's supervised methods) and one flag per method
+    hyperparameter: ``None`` (the benchmark's preset) for values, the declared default for switches."""
+    import tyro
+
+    fields: list[tuple[str, Any, Any]] = [("method", Annotated[str, tyro.conf.arg(help=", ".join(presets.METHOD_NAMES))],
+                                           dataclasses.field(default="agscl"))]
+    for name, (decls, users) in method_flag_specs().items():
+        help_text = _method_flag_help(decls, users)
+        if decls[0].kind is bool:
+            fields.append((name, Annotated[bool, tyro.conf.arg(help=help_text)], dataclasses.field(default=decls[0].default)))
+        else:
+            kind = str if decls[0].choices is not None else decls[0].kind
+            hint = _preset(name).help_behavior_hint
+            fields.append((name, Annotated[kind | None, tyro.conf.arg(help=help_text, help_behavior_hint=hint)],
+                           dataclasses.field(default=None)))
+    cls = dataclasses.make_dataclass(base.__name__, fields, bases=(base,))
+    cls.__module__, cls.__doc__ = base.__module__, base.__doc__
+    return cls
+
+
+Config = _with_method_flags(Config)  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------------------
@@ -197,9 +220,8 @@ class Config:
 
 
 def method_names() -> tuple[str, ...]:
-    from agscl.registry import METHODS
-
-    return tuple(METHODS) + tuple(m for m in ("hat",) if m not in METHODS)
+    """The methods this trainer drives (agscl registry, ``learners`` with "supervised")."""
+    return presets.METHOD_NAMES
 
 
 def _check(name: str, value: float, low: float | None, high: float | None, **kw: bool) -> None:
@@ -287,31 +309,29 @@ def resolve(config: Config) -> Resolved:
     _check("lr_min", schedule["lr_min"], 0.0, None)
 
     hparams = presets.hparams_for(config.benchmark, config.method)
-    allowed = presets.METHOD_HPARAMS[config.method]
-    for key in ("lam", "mu", "eta", "rho", "prox_every", "gamma", "xi", "alpha", "c", "smax"):
+    declared = {hp.name: hp for hp in method_hparams(config.method)}
+    allowed = [k for k, hp in declared.items() if hp.kind is not bool]
+    for key, (decls, users) in method_flag_specs().items():
         value = getattr(config, key)
+        if decls[0].kind is bool:
+            if key in declared:
+                hparams[key] = value
+            elif value != decls[0].default:
+                flag = f"--{'no-' if decls[0].default else ''}{key.replace('_', '-')}"
+                raise UsageError(f"{flag} is an ablation switch of {', '.join(users)}: method {config.method!r} does not take it")
+            continue
         if value is None:
             continue
-        if key not in allowed:
+        if key not in declared:
             accepted = ", ".join(f"--{k.replace('_', '-')}" for k in allowed) or "none"
             raise UsageError(f"--{key.replace('_', '-')} does not apply to method {config.method!r} (it takes: {accepted})")
         hparams[key] = value
-    ranges = {
-        "lam": (0.0, None, {}), "mu": (0.0, None, {}), "eta": (0.0, 1.0, {"low_open": True}),
-        "rho": (0.0, 1.0, {}), "gamma": (0.0, 1.0, {"low_open": True}), "xi": (0.0, None, {"low_open": True}),
-        "alpha": (0.0, 1.0, {"low_open": True}), "c": (0.0, None, {}), "smax": (1.0, None, {}),
-    }
     for key, value in hparams.items():
-        if key in ranges:
-            low, high, kw = ranges[key]
-            _check(key, float(value), low, high, **kw)
-    if "prox_every" in hparams:
-        _choice("prox_every", hparams["prox_every"], PROX_FREQUENCIES)
-    if config.method == "agscl":
-        hparams["zero_init"] = config.zero_init
-        hparams["rand_init"] = config.rand_init
-    elif not (config.zero_init and config.rand_init):
-        raise UsageError(f"--no-zero-init / --no-rand-init are AGS-CL ablations; method {config.method!r} has no re-initialization")
+        if key in declared:
+            try:
+                declared[key].check(value)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
 
     run_name = config.run_name or f"{config.benchmark}_{config.method}_seed{config.seed}"
     if not run_name or os.sep in run_name or run_name in (".", ".."):
@@ -454,17 +474,15 @@ def _make_optimizer(params: list[nn.Parameter], schedule: dict[str, Any], lr: fl
 
 
 def build_method(resolved: Resolved, trunk: nn.Module, heads: nn.ModuleList) -> ContinualMethod:
-    """The configured method on ``trunk`` / ``heads`` (registry methods and HAT)."""
-    name, hp = resolved.config.method, dict(resolved.hparams)
-    if name == "hat":
-        from supervised.hat import HAT
-
-        return HAT(trunk, heads, num_tasks=len(heads), **hp)
+    """The configured method on ``trunk`` / ``heads``; the task count and the seed go to the
+    methods that take them (HAT and PackNet need the count, AGS-CL draws its re-init from the seed)."""
     from agscl.registry import make_method
 
-    if name == "agscl":
-        hp["seed"] = resolved.config.seed
-    return make_method(name, trunk, heads, **hp)
+    try:
+        return make_method(resolved.config.method, trunk, heads, num_tasks=len(heads), seed=resolved.config.seed,
+                           **resolved.hparams)
+    except ValueError as exc:
+        raise UsageError(f"method {resolved.config.method!r} on network {resolved.network!r}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------
@@ -700,8 +718,13 @@ def train(config: Config) -> dict[str, Any]:
             lr, best_loss, patience = float(schedule["lr"]), math.inf, int(schedule["lr_patience"])
             optimizer = _make_optimizer(params, schedule, lr)
             best_state: dict[str, Any] | None = None
+            prune_at = retrain_start(method, epochs)  # PackNet: prune, then retrain the kept weights
             epoch_bar = _progress(range(epochs), config.progress, desc=f"task {t} ({task_data.name})", leave=False)
             for epoch in epoch_bar:
+                if epoch + 1 == prune_at:  # a fresh optimizer; the best epoch is sought among the retraining ones
+                    method.prune(t)  # type: ignore[attr-defined]
+                    optimizer = _make_optimizer(params, schedule, lr)
+                    best_loss, best_state, patience = math.inf, None, int(schedule["lr_patience"])
                 trunk.train()
                 heads.train()
                 loss_sum, penalty_sum, hits, count = 0.0, 0.0, 0, 0

@@ -1,0 +1,70 @@
+"""The agent's ``--method`` choices and method flags, built from the :mod:`agscl` registry.
+
+Each method class declares its hyperparameters (:class:`agscl.base.Hparam`); this module turns
+the ones of every method the agent can drive (``learners`` contains ``"rl"``) into fields of the
+agent's ``Args`` dataclass, so a new method needs no agent code: its file and one registry line.
+A hyperparameter shared by several methods under the same flag (``--ewc-lambda`` of ewc and
+online_ewc) is one flag. It also holds the small protocol helpers the PPO loop calls: the
+optional ``use_task`` context and the retraining phase of methods with a ``prune`` hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Annotated, Any, Literal
+
+import tyro
+
+from agscl.base import Hparam, retrain_start  # noqa: F401 - the PPO loop imports it from here
+from agscl.registry import method_hparams, method_names
+
+LEARNER = "rl"
+
+
+def flag_specs(learner: str = LEARNER) -> dict[str, tuple[Hparam, list[str]]]:
+    """Agent field name -> (its declaration, the methods that take it), in registry order."""
+    specs: dict[str, tuple[Hparam, list[str]]] = {}
+    for method in method_names(learner):
+        for hp in method_hparams(method):
+            spec, users = specs.setdefault(hp.flag, (hp, []))
+            if (spec.kind, spec.choices) != (hp.kind, hp.choices):
+                raise TypeError(f"--{hp.flag.replace('_', '-')} is declared with two types ({spec.kind.__name__}, {hp.kind.__name__})")
+            users.append(method)
+    return specs
+
+
+def _help(hp: Hparam, users: list[str]) -> str:
+    text = f"{', '.join(users)}: {hp.help}"
+    return text if hp.kind is bool or hp.choices is not None else f"{text}; allowed {hp.allowed()}"
+
+
+def with_method_flags(base: type, default_method: str, learner: str = LEARNER) -> type:
+    """``base`` (a dataclass) plus ``method`` (a Literal of the registered names) and one field
+    per method flag, with the declared default (``rl_default`` when set), help and range."""
+    names = method_names(learner)
+    fields: list[tuple[str, Any, Any]] = [(
+        "method", Annotated[Literal[names], tyro.conf.arg(help="the continual-learning method")],  # type: ignore[valid-type]
+        dataclasses.field(default=default_method),
+    )]
+    for flag, (hp, users) in flag_specs(learner).items():
+        kind: Any = Literal[hp.choices] if hp.choices is not None else hp.kind  # type: ignore[valid-type]
+        default = hp.default if hp.rl_default is None else hp.rl_default
+        fields.append((flag, Annotated[kind, tyro.conf.arg(help=_help(hp, users))], dataclasses.field(default=default)))
+    cls = dataclasses.make_dataclass(base.__name__, fields, bases=(base,))
+    cls.__module__, cls.__doc__ = base.__module__, base.__doc__
+    return cls
+
+
+def method_kwargs(args: Any, **context: Any) -> dict[str, Any]:
+    """Keyword arguments of ``make_method`` for ``args.method``: its flags' values (under the
+    constructor's names) plus ``context`` (``num_tasks``, ``seed``, ``init_fn``: passed only to
+    constructors that take them)."""
+    return {**context, **{hp.name: getattr(args, hp.flag) for hp in method_hparams(args.method)}}
+
+
+def task_context(method: Any, task: int) -> contextlib.AbstractContextManager[Any]:
+    """``method.use_task(task)`` where the method has it (HAT, PackNet), else a no-op: evaluation
+    and importance collection of ``task`` run inside it."""
+    use_task = getattr(method, "use_task", None)
+    return use_task(task) if callable(use_task) else contextlib.nullcontext()
