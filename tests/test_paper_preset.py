@@ -105,13 +105,13 @@ def test_paper_fig7_config_is_the_figure_7_grid_under_the_preset(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = build_spec(load_toml(os.path.join(root, "bench", "configs", "paper_fig7.toml")), None, None, None, [], [])
     trials = spec.trials(tmp_path)
-    by_method = {m: [t for t in trials if t.method == m] for m in ("finetune", "ewc", "mas", "agscl")}
-    assert {m: len(t) for m, t in by_method.items()} == {"finetune": 3, "ewc": 9, "mas": 6, "agscl": 6}
+    by_method = {m: [t for t in trials if t.method == m] for m in ("finetune", "ewc", "mas", "agscl", "packnet")}
+    assert {m: len(t) for m, t in by_method.items()} == {"finetune": 3, "ewc": 9, "mas": 6, "agscl": 6, "packnet": 3}
     assert {t.params for t in by_method["agscl"]} == {(("agscl_lambda", 2100.0),), (("agscl_lambda", 21000.0),)}
-    assert all(t.reference is not None for m in ("ewc", "mas", "agscl") for t in by_method[m])
+    assert all(t.reference is not None for m in ("ewc", "mas", "agscl", "packnet") for t in by_method[m])
     for trial in trials:
         args = ppo_continual.parse_args(list(trial.argv(tmp_path)))
-        assert args.preset == "paper" and args.games == ppo_continual.PAPER_GAMES and args.steps_per_game == 10_000_000
+        assert args.preset == "paper" and args.games == ppo_continual.PAPER_GAMES and args.steps_per_game == (10_000_000,)
         assert args.num_envs == 128 and not args.optimizer_per_game and args.seed in (1, 2, 3)
 
 
