@@ -41,6 +41,8 @@ sys.path.insert(0, ROOT)
 
 from agents.aggregate import aggregate, draw, jsonable, markdown  # noqa: E402
 from agents.results import write_json_atomic, write_text_atomic  # noqa: E402
+from agents.normalize import add_figure  # noqa: E402
+from sweep.aggregate import normalize_rl  # noqa: E402
 from sweep.engine import EngineOptions, run_sweep  # noqa: E402
 from sweep.spec import Spec, SweepError  # noqa: E402
 
@@ -141,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(os.path.join(args.out_dir, f"{name}.json"), jsonable(summary))
     write_text_atomic(os.path.join(args.out_dir, f"{name}.md"), table + "\n")
     draw(runs, summary, os.path.join(args.out_dir, f"{name}.png"))
+    for line in normalize_rl(result.trials):  # TensorBoard: normalized returns, P, HParams of every run
+        print(f"normalize: {line}", file=sys.stderr)
+    add_figure(str(result.sweep_dir), os.path.join(args.out_dir, f"{name}.png"))  # and Figure 7 (Images)
     print(table)
     print(f"results: {os.path.join(args.out_dir, name)}.{{md,json,png}} ({summary['wall_seconds'] / 60:.1f} min)")
     return 0
