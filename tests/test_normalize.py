@@ -139,3 +139,21 @@ def test_live_hparams_declare_every_metric_but_log_no_nan(tmp_path):
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     assert "_hparams_/experiment" in acc.summary_metadata  # the session and its metric columns are declared
+
+
+def test_a_sweep_normalizes_each_run_by_the_finetune_run_of_its_seed(tmp_path):
+    from types import SimpleNamespace
+
+    from sweep.aggregate import normalize_rl
+
+    ft1 = write_run(tmp_path, "ft1", "finetune", FT_EVALS)
+    ft2 = write_run(tmp_path, "ft2", "finetune", [(100, 0, True, {"A": 21.0}), (200, 1, True, {"A": 1.0, "B": 18.0})])
+    ags1 = write_run(tmp_path, "ags1", "agscl", AGS_EVALS)
+    ags2 = write_run(tmp_path, "ags2", "agscl", AGS_EVALS)
+    lone = write_run(tmp_path, "lone", "ewc", AGS_EVALS)  # seed 3 has no fine-tuning run: one line, no stop
+    trial = lambda name, method, seed, run: SimpleNamespace(name=name, method=method, seed=seed, run_dir=run, reference=None)  # noqa: E731
+    lines = normalize_rl([trial("ft1", "finetune", 1, ft1), trial("ags1", "agscl", 1, ags1),
+                          trial("ft2", "finetune", 2, ft2), trial("ags2", "agscl", 2, ags2), trial("lone", "ewc", 3, lone)])
+    assert "not normalized" in lines[-1] and not os.path.exists(os.path.join(lone, normalize.EVENT_FILE))
+    assert scalars(ags1)["eval/A/normalized_return"][1] == (100, 0.5)  # (6 - 1) / (11 - 1)
+    assert scalars(ags2)["eval/A/normalized_return"][1] == (100, 0.25)  # (6 - 1) / (21 - 1)
