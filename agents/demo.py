@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import tyro
 
 from agents import normalize, plot_continual
+from agents.results import load_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  TensorBoard: tensorboard --logdir {out_dir}")
     print(f"  plot:        {plot} (table: {os.path.splitext(plot)[0]}.csv; also in TensorBoard's Images tab)")
     if args.capture_video:
-        print(f"  videos:      {ags}/videos, {ft}/videos (and TensorBoard's Images tab, videos/<game>)")
+        videos = [v for run in (ft, ags) for v in load_results(run).get("videos", [])]
+        print(f"  videos:      {ags}/videos, {ft}/videos (and TensorBoard's Images tab, videos/<game>): {len(videos)} games, "
+              f"{sum(v['bytes'] for v in videos) / 1e6:.1f} MB, {sum(v['seconds'] for v in videos):.1f} s of recording")
     return 0
 
 

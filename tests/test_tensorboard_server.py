@@ -120,7 +120,8 @@ def test_gameplay_videos_at_each_boundary(tensorboard, demo_dir):
                             f"after2-{GAMES[1]}_{GAMES[1]}.gif"])
     for record in results["videos"]:
         with Image.open(demo_dir / "agscl" / record["path"]) as gif:
-            assert gif.format == "GIF" and gif.n_frames == record["frames"] >= 2
+            # Pillow merges identical consecutive frames into one longer frame
+            assert gif.format == "GIF" and 2 <= gif.n_frames <= record["frames"]
     boundaries = [e["global_step"] for e in results["timeline"] if e["boundary"]]
     images = json.loads(_get(tensorboard, "/data/plugin/images/tags"))["agscl"]
     for j, game in enumerate(GAMES):
