@@ -52,6 +52,7 @@ from agents.rundir import CHECKPOINT_FORMAT, args_from_config, clear_run_dir, ha
 from agents.runtime import StopRequest, UserError, all_finite, rng_state, save_atomic, set_rng_state, versions
 from agents.tensorboard_layout import LAYOUT as TB_LAYOUT
 from agents.tensorboard_layout import write_hparams
+from agents.video import VIDEO_MAX_STEPS, capture_videos
 from agscl.registry import make_method
 from envs.atari import MAX_EPISODE_FRAMES, PAPER_GAMES
 from envs.minatar import MAX_EPISODE_STEPS as MINATAR_MAX_STEPS
@@ -143,6 +144,9 @@ class Args:
     code: the baseline of the random-shifted metrics (normalized return, P, S)"""
     eval_greedy: bool = False
     """evaluate the most likely action instead of sampling the policy"""
+    capture_video: bool = False
+    """at each game boundary, record one evaluation game of every learned game: runs/<name>/videos/*.gif and TensorBoard
+    (agents/video.py)"""
     checkpoint_every: int = 500_000
     """steps between periodic checkpoints within a game (0: only at game boundaries and on the clock)"""
     checkpoint_minutes: float = 10.0
@@ -645,6 +649,12 @@ class Run:
             for key in ("P_mean", "S_mean", "forgetting_mean_normalized", "bwt_mean_normalized"):
                 if metrics.get(key) is not None:
                     self.writer.add_scalar(f"metrics/{key}", metrics[key], self.global_step)
+        if boundary and args.capture_video:
+            videos = capture_videos(self.writer, self.agent, args.suite, self.games[: upto + 1], self.run_dir, self.global_step,
+                                    self.device, args.seed + 31_337 * (upto + 1), min(args.eval_max_frames // self.suite.frame_skip,
+                                    VIDEO_MAX_STEPS), fps=15)
+            self.results.setdefault("videos", []).extend(videos)
+            summary += f" videos {sum(v['bytes'] for v in videos) / 1e6:.1f} MB in {sum(v['seconds'] for v in videos):.1f}s"
         self.write_results()
         self.log(f"eval{' (end of game)' if boundary else ''} after {self.games[upto]}: {summary} ({time.time() - t0:.1f}s)")
 

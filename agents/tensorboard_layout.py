@@ -9,6 +9,7 @@ return, mean P and mean S, so methods compare in TensorBoard as in ``plot_contin
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 #: Custom-scalars layout (tags are regular expressions, as the plugin reads them).
@@ -48,6 +49,15 @@ def final_metrics(results: dict[str, Any]) -> dict[str, float]:
 
 
 def write_hparams(writer: Any, args: Any, results: dict[str, Any]) -> None:
-    """The HParams session of this run, in the run's own directory (``run_name='.'``)."""
-    writer.add_hparams(hparams_of(args), final_metrics(results), run_name=".",
-                       global_step=int(results["progress"]["global_step"]))
+    """The HParams session of this run, in the run's own event file. Every metric is declared,
+    but only the defined ones are logged: an undefined one (no reference yet) is written later
+    by ``python -m agents.normalize`` with its number, never first as NaN."""
+    from torch.utils.tensorboard.summary import hparams
+
+    metrics = final_metrics(results)
+    step = int(results["progress"]["global_step"])
+    for summary in hparams(hparams_of(args), metrics):
+        writer.file_writer.add_summary(summary, step)
+    for tag, value in metrics.items():
+        if math.isfinite(value):
+            writer.add_scalar(tag, value, step)

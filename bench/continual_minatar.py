@@ -43,7 +43,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from agents.aggregate import aggregate, markdown, write_report  # noqa: E402
+from agents.normalize import add_figure  # noqa: E402
 from common.runio import machine  # noqa: E402
+from sweep.aggregate import normalize_rl  # noqa: E402
 from sweep.engine import EngineOptions, run_sweep  # noqa: E402
 from sweep.spec import Spec, SweepError  # noqa: E402
 
@@ -180,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     summary["machine"] = {**machine(), "torch_threads": 1}  # every run: --torch-threads 1, one CPU
     name = args.name
     write_report(runs, summary, args.out_dir, name)  # the tables, the json, both figures
+    for line in normalize_rl(result.trials):  # TensorBoard: normalized returns, P, HParams of every run
+        print(f"normalize: {line}", file=sys.stderr)
+    add_figure(str(result.sweep_dir), os.path.join(args.out_dir, f"{name}.png"))  # and Figure 7 (Images)
     print(markdown(summary))
     print(f"results: {os.path.join(args.out_dir, name)}{{.md,.json,.png,_after_games.png}} ({summary['wall_seconds'] / 60:.1f} min)")
     return 0

@@ -20,13 +20,15 @@ TEMP_PATTERN = re.compile(r"\.tmp\d+$")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], temp_base: str | None = None) -> None:
     """Write ``path`` through ``write(file)`` so that it is never seen half-written: a temporary
-    ``<path>.tmp<pid>`` is written, flushed and fsynced, renamed over ``path`` with ``os.replace``,
-    and the directory is fsynced so the rename survives a power cut. Mode 0644 (not mkstemp's 0600)."""
+    ``<path>.tmp<pid>`` (``<temp_base>.tmp<pid>`` when given, in the same directory: for readers
+    that would pick up a file named like ``path``, e.g. TensorBoard's event files) is written,
+    flushed and fsynced, renamed over ``path`` with ``os.replace``, and the directory is fsynced
+    so the rename survives a power cut. Mode 0644 (not mkstemp's 0600)."""
     path = str(path)
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = f"{temp_base or path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
             write(f)

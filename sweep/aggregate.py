@@ -89,11 +89,13 @@ def format_rl_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def report_rl(groups: Mapping[str, Sequence[str | Path]], out: Path, reference: str | None = None) -> str:
+def report_rl(groups: Mapping[str, Sequence[str | Path]], out: Path, reference: str | None = None,
+              tensorboard_dir: Path | None = None) -> str:
     """The grid's table, JSON and Figure 7 with bands (:mod:`agents.aggregate`), the grid's
     fine-tuning runs as the reference (a game it never beat the random policy on beyond noise is
     null). When that is impossible (no fine-tuning run), the per-run table of
-    :func:`aggregate_rl` with the reason."""
+    :func:`aggregate_rl` with the reason.
+    With ``tensorboard_dir``, the figure also goes into that directory's TensorBoard (Images)."""
     dirs = [str(d) for ds in groups.values() for d in ds]
     labels = [label for label, ds in groups.items() for _ in ds]
     try:
@@ -107,7 +109,33 @@ def report_rl(groups: Mapping[str, Sequence[str | Path]], out: Path, reference: 
     write_text_atomic(out / "summary.json", json.dumps(grid.jsonable(summary), indent=1, allow_nan=False) + "\n")
     grid.draw(runs, summary, str(out / "continual_plot.png"))
     grid.draw_after_games(summary, str(out / "continual_after_games.png"))
+    if tensorboard_dir is not None:  # Figure 7 in the Images tab of the sweep's TensorBoard
+        from agents.normalize import add_figure
+
+        add_figure(str(tensorboard_dir), str(out / "continual_plot.png"))
     return text
+
+
+def normalize_rl(trials: Sequence[Any]) -> list[str]:
+    """``agents.normalize`` on every finished RL trial, so that its TensorBoard has normalized
+    returns, P and HParams numbers: a fine-tuning run by its own best, another run without a live
+    ``--reference-run`` by the fine-tuning run of its seed (one that has a live reference is left
+    as it is). A run that cannot be normalized gets one line saying why; the others go on."""
+    from agents import normalize
+
+    by_name = {t.name: t for t in trials}
+    finetune_of_seed: dict[int, str] = {}
+    for t in trials:
+        if t.method == "finetune":
+            finetune_of_seed.setdefault(t.seed, t.run_dir)
+    lines = []
+    for t in trials:
+        reference = by_name[t.reference].run_dir if t.reference in by_name else finetune_of_seed.get(t.seed)
+        try:
+            lines.append(normalize.normalize_run(t.run_dir, reference))
+        except ValueError as exc:
+            lines.append(f"{t.run_dir}: not normalized ({exc})")
+    return lines
 
 
 def report_supervised(sweep_dir: Path, out: Path) -> str:

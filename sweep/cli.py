@@ -88,11 +88,13 @@ def aggregate(spec: Spec, result: SweepResult) -> str:
         return "no finished trial: no table"
     if spec.trainer == "supervised":
         return agg.report_supervised(result.sweep_dir, out)
+    for line in agg.normalize_rl(finished):
+        print(f"normalize: {line}", flush=True)
     groups: dict[str, list[str]] = {}
     for t in finished:
         groups.setdefault(t.label, []).append(t.run_dir)
     reference = next((t.run_dir for t in finished if t.method == "finetune"), None)
-    return agg.report_rl(groups, out, reference)
+    return agg.report_rl(groups, out, reference, tensorboard_dir=result.sweep_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

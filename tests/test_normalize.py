@@ -1,0 +1,159 @@
+"""agents.normalize: normalized returns, P and HParams metrics written after the fact into a run's
+TensorBoard, checked against numbers computed by hand and read back with TensorBoard's own reader."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents import normalize
+from agents.tensorboard_layout import write_hparams
+
+GAMES = ["A", "B"]
+RANDOM = {"A": 1.0, "B": -2.0}
+
+
+def write_run(root, name: str, method: str, evals: list[tuple[int, int, bool, dict[str, float]]], reference=None) -> str:
+    """A finished two-game run whose timeline is ``evals`` = (global_step, game, boundary, scores)."""
+    matrix = [[None, None], [None, None]]
+    for _, game, boundary, scores in evals:
+        if boundary:
+            matrix[game] = [scores.get(g) for g in GAMES]
+    timeline = [{"global_step": s, "game": g, "boundary": b, "scores": {k: {"mean": v} for k, v in sc.items()}}
+                for s, g, b, sc in evals]
+    results = {"format": 2, "games": GAMES, "config": {"method": method, "seed": 1}, "steps_per_game": 100,
+               "score_matrix": matrix, "timeline": timeline, "random": {g: {"mean": r} for g, r in RANDOM.items()},
+               "reference": reference, "progress": {"status": "finished", "global_step": evals[-1][0]}}
+    path = root / name
+    path.mkdir()
+    (path / "results.json").write_text(json.dumps(results))
+    return str(path)
+
+
+FT_EVALS = [(50, 0, False, {"A": 5.0}), (100, 0, True, {"A": 11.0}),
+            (150, 1, False, {"A": 4.0, "B": 0.0}), (200, 1, True, {"A": 3.0, "B": 8.0})]
+AGS_EVALS = [(50, 0, False, {"A": 4.0}), (100, 0, True, {"A": 6.0}),
+             (150, 1, False, {"A": 6.0, "B": 1.0}), (200, 1, True, {"A": 5.0, "B": 2.0})]
+
+
+def scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the run directory as TensorBoard's own reader sees it."""
+    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, round(e.value, 6)) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_written_numbers_match_a_hand_computation(tmp_path):
+    ft = write_run(tmp_path, "ft", "finetune", FT_EVALS)
+    ags = write_run(tmp_path, "ags", "agscl", AGS_EVALS)
+    assert normalize.main([ft, ags, "--reference", ft]) == 0
+    # by hand: the reference's best is A 11, B 8; random A 1, B -2, so A -> (s - 1) / 10, B -> (s + 2) / 10
+    got = scalars(ags)
+    assert got["eval/A/normalized_return"] == [(50, 0.3), (100, 0.5), (150, 0.5), (200, 0.4)]
+    assert got["eval/B/normalized_return"] == [(150, 0.3), (200, 0.4)]
+    assert got["eval/accumulated_normalized_return"] == [(50, 0.3), (100, 0.5), (150, 0.8), (200, 0.8)]
+    # P_j = (A[j,j] - R_j) / (A_FT[j,j] - R_j): A (6 - 1) / (11 - 1), B (2 + 2) / (8 + 2)
+    assert got["metrics/A/P"] == [(100, 0.5), (200, 0.5)]
+    assert got["metrics/B/P"] == [(200, 0.4)]
+    assert got["metrics/P_mean"] == [(100, 0.5), (200, 0.45)]
+    assert got["hparam/accumulated_normalized_return"] == [(200, 0.8)]
+    assert got["hparam/P_mean"] == [(200, 0.45)]
+    # the fine-tuning run is normalized by its own best (the same numbers here: it is the reference)
+    mine = scalars(ft)
+    assert mine["eval/accumulated_normalized_return"] == [(50, 0.4), (100, 1.0), (150, 0.5), (200, 1.2)]
+    assert mine["metrics/P_mean"] == [(100, 1.0), (200, 1.0)]
+
+
+def test_a_finetune_run_is_normalized_by_its_own_best_whatever_the_reference(tmp_path):
+    other_ft = write_run(tmp_path, "ft2", "finetune", [(100, 0, True, {"A": 21.0}), (200, 1, True, {"A": 1.0, "B": 18.0})])
+    ft = write_run(tmp_path, "ft", "finetune", FT_EVALS)
+    normalize.normalize_runs([ft], other_ft)
+    assert scalars(ft)["eval/A/normalized_return"][1] == (100, 1.0)
+
+
+def test_running_twice_gives_the_same_tensorboard(tmp_path):
+    ft = write_run(tmp_path, "ft", "finetune", FT_EVALS)
+    ags = write_run(tmp_path, "ags", "agscl", AGS_EVALS)
+    normalize.normalize_runs([ft, ags], ft)
+    first = scalars(ags)
+    normalize.normalize_runs([ft, ags], ft)
+    assert scalars(ags) == first  # not doubled points
+    assert [f for f in os.listdir(ags) if "tfevents" in f] == [normalize.EVENT_FILE]
+    assert not [f for f in os.listdir(ags) if ".tmp" in f]
+
+
+def test_a_run_normalized_live_is_left_as_it_is(tmp_path):
+    ft = write_run(tmp_path, "ft", "finetune", FT_EVALS)
+    live = write_run(tmp_path, "live", "agscl", AGS_EVALS, reference={"run": ft, "max_return": {"A": 11.0, "B": 8.0}})
+    (line,) = normalize.normalize_runs([live], ft)
+    assert "left as it is" in line
+    assert not os.path.exists(os.path.join(live, normalize.EVENT_FILE))
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    ft = write_run(tmp_path, "ft", "finetune", FT_EVALS)
+    ags = write_run(tmp_path, "ags", "agscl", AGS_EVALS)
+    for argv, words in (([ags], "give --reference"), ([ags, "--reference", ags], "not a fine-tuning run"),
+                        ([str(tmp_path / "nope"), "--reference", ft], "does not exist")):
+        assert normalize.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and words in err, err
+    assert not os.path.exists(os.path.join(ags, normalize.EVENT_FILE))
+
+
+def test_a_figure_goes_into_the_images_tab_byte_for_byte(tmp_path):
+    png = tmp_path / "fig.png"
+    rgb = np.zeros((30, 40, 3), dtype=np.uint8)
+    rgb[5:10, 7:20] = (200, 30, 60)
+    Image.fromarray(rgb).save(png)
+    for _ in range(2):
+        normalize.add_figure(str(tmp_path), str(png))
+    acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    acc.Reload()
+    (image,) = acc.Images(normalize.FIGURE_TAG)  # replaced, not added twice
+    assert image.encoded_image_string == png.read_bytes()
+    assert (image.width, image.height) == (40, 30)
+
+
+@dataclasses.dataclass
+class _Args:
+    method: str = "finetune"
+    lr: float = 0.1
+    games: tuple = ("A", "B")
+
+
+def test_live_hparams_declare_every_metric_but_log_no_nan(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    results = {"timeline": [{"global_step": 200}], "metrics": {"S_mean": 0.75}, "progress": {"global_step": 200}}
+    with SummaryWriter(str(tmp_path)) as writer:
+        write_hparams(writer, _Args(), results)
+    got = scalars(str(tmp_path))
+    assert got == {"hparam/S_mean": [(200, 0.75)]}  # undefined ones are left to agents.normalize
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert "_hparams_/experiment" in acc.summary_metadata  # the session and its metric columns are declared
+
+
+def test_a_sweep_normalizes_each_run_by_the_finetune_run_of_its_seed(tmp_path):
+    from types import SimpleNamespace
+
+    from sweep.aggregate import normalize_rl
+
+    ft1 = write_run(tmp_path, "ft1", "finetune", FT_EVALS)
+    ft2 = write_run(tmp_path, "ft2", "finetune", [(100, 0, True, {"A": 21.0}), (200, 1, True, {"A": 1.0, "B": 18.0})])
+    ags1 = write_run(tmp_path, "ags1", "agscl", AGS_EVALS)
+    ags2 = write_run(tmp_path, "ags2", "agscl", AGS_EVALS)
+    lone = write_run(tmp_path, "lone", "ewc", AGS_EVALS)  # seed 3 has no fine-tuning run: one line, no stop
+    trial = lambda name, method, seed, run: SimpleNamespace(name=name, method=method, seed=seed, run_dir=run, reference=None)  # noqa: E731
+    lines = normalize_rl([trial("ft1", "finetune", 1, ft1), trial("ags1", "agscl", 1, ags1),
+                          trial("ft2", "finetune", 2, ft2), trial("ags2", "agscl", 2, ags2), trial("lone", "ewc", 3, lone)])
+    assert "not normalized" in lines[-1] and not os.path.exists(os.path.join(lone, normalize.EVENT_FILE))
+    assert scalars(ags1)["eval/A/normalized_return"][1] == (100, 0.5)  # (6 - 1) / (11 - 1)
+    assert scalars(ags2)["eval/A/normalized_return"][1] == (100, 0.25)  # (6 - 1) / (21 - 1)
