@@ -93,7 +93,7 @@ def normalization(results: dict[str, Any], reference: dict[str, Any] | None, whe
     random = random_scores(results)
     timeline = []
     for entry in results["timeline"]:
-        norm, acc = normalized(entry["scores"], ref["max_return"], random)
+        norm, acc = normalized(entry["scores"], ref, random)
         timeline.append({"global_step": int(entry["global_step"]), "normalized": norm, "accumulated": acc})
     boundaries = []
     for entry in results["timeline"]:

@@ -303,11 +303,11 @@ def test_agent_prunes_resumes_mid_retraining_and_keeps_game0_bit_exact(tmp_path,
     # 10 updates a game, retrain_fraction 0.2: pruned at update 9; the run is stopped after it
     original = ppo_continual.Run.stop_if_requested
 
-    def stop_in_retraining(self, optimizer):
+    def stop_in_retraining(self):
         if self.game == 0 and self.update == 9:
-            self.checkpoint(optimizer, boundary=False)
+            self.checkpoint(boundary=False)
             raise ppo_continual.Stopped()
-        original(self, optimizer)
+        original(self)
 
     monkeypatch.setattr(ppo_continual.Run, "stop_if_requested", stop_in_retraining)
     assert ppo_continual.main([*AGENT_TINY, "--runs-dir", str(tmp_path), "--run-name", "p"]) == 128

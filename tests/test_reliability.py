@@ -163,8 +163,10 @@ def test_logging_regularizer_once_per_step_importance_cap_and_tensorboard(tmp_pa
     assert len(steps) == len(set(steps)), steps  # never two values at one step
     assert "custom_scalars" in acc.Tags().get("tensors", []) or acc.PluginTagToContent("custom_scalars")
     assert acc.PluginTagToContent("hparams")  # the HParams session of the finished run
-    assert {"hparam/S_mean"} <= set(acc.Tags()["scalars"])
     res = load_results(str(tmp_path / "tb"))
+    # HParams metrics are logged exactly when defined (a gain over random within noise is null, never NaN)
+    s_mean = (res.get("metrics") or {}).get("S_mean")
+    assert ("hparam/S_mean" in set(acc.Tags()["scalars"])) == (s_mean is not None), s_mean
     assert len(res["regularizer"]) == 2
 
 
