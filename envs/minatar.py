@@ -115,7 +115,9 @@ class MinAtarVecEnv:
         self.max_episode_steps = max_episode_steps
         self._envs = [Environment(GAMES[self.game], sticky_action_prob=sticky_action_prob) for _ in range(num_envs)]
         for i, env in enumerate(self._envs):
-            env.seed(seed * 1_000 + i)  # one generator per copy: sticky actions and the game's own draws
+            # One generator per copy (sticky actions and the game's own draws). numpy takes seeds below 2**32;
+            # the agent's seeds grow with the update index, so a resume deep into a long game wraps.
+            env.seed((seed * 1_000 + i) % 2**32)
         self._actions = np.asarray(self._envs[0].minimal_action_set(), dtype=np.int64)
         self.action_count = len(self._actions)
         self._channels = self._envs[0].state_shape()[2]

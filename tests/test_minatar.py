@@ -90,6 +90,43 @@ def test_same_seed_same_games_other_seed_other_games():
     assert not np.array_equal(play(4), play(5))
 
 
+def test_seeds_past_numpys_limit_wrap_and_small_seeds_keep_their_games():
+    """The agent's environment seeds grow with the update index (a resume deep into Asterix's 1.5M
+    steps passed 2**32 after the factor 1000 and crashed); they wrap modulo 2**32, so every seed
+    that worked before still draws the same games."""
+    from minatar import Environment
+
+    def play(env_step, reset):
+        frames = [reset()]
+        for t in range(60):
+            frames.append(env_step(t))
+        return np.stack(frames)
+
+    env = MinAtarVecEnv("Asterix", 1, seed=7, sticky_action_prob=0.1)
+    ours = play(lambda t: env.step(np.array([t % 5]))[0][0], lambda: env.reset()[0])
+    raw = Environment("asterix", sticky_action_prob=0.1)
+    raw.seed(7 * 1_000)
+    actions = raw.minimal_action_set()
+
+    def raw_step(t):
+        _, done = raw.act(actions[t % 5])
+        if done:
+            raw.reset()
+        return np.moveaxis(raw.state(), -1, 0)[:GAME_CHANNELS["Asterix"]]
+
+    def raw_reset():
+        raw.reset()
+        return np.moveaxis(raw.state(), -1, 0)[:GAME_CHANNELS["Asterix"]]
+
+    theirs = play(raw_step, raw_reset)
+    assert np.array_equal(ours[:, :GAME_CHANNELS["Asterix"]].astype(bool), theirs.astype(bool))
+    huge = 7 + 5 * 2**32 // 1_000  # seed * 1000 is about 5 * 2**32: numpy alone refuses it
+    first, second = (MinAtarVecEnv("Asterix", 2, seed=huge) for _ in range(2))
+    frames = [(first.reset(), second.reset())] + [
+        (first.step(np.array([t % 5, 1]))[0], second.step(np.array([t % 5, 1]))[0]) for t in range(60)]
+    assert all(np.array_equal(a, b) for a, b in frames)
+
+
 def test_agent_runs_two_minatar_games_with_results_random_scores_and_metrics(tmp_path):
     """The run's outputs and metrics, not learning: 256 steps a game is far below what any MinAtar
     game needs to beat the random policy reliably (README table: ~100k steps for Freeway)."""
