@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents import plot_continual, ppo_continual
+from agents import config, plot_continual, ppo_continual
 from agents.results import boundary_evaluations, gain_over_random, load_results, shifted_ratio
+from envs.atari import PAPER_GAMES
 
 pytestmark = [pytest.mark.atari, pytest.mark.slow]
 
@@ -364,12 +365,12 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path):
 
 
 def test_preset_paper_sets_the_authors_configuration_and_flags_override_it():
-    args = ppo_continual.parse_args(["--preset", "paper", "--num-envs", "16"])
+    args = config.parse_args(ppo_continual.Args, ["--preset", "paper", "--num-envs", "16"])
     assert args.num_envs == 16 and args.num_steps == 64 and args.update_epochs == 10 and args.num_minibatches == 64
-    assert args.learning_rate == 3e-4 and args.ent_coef == 0.0 and args.games == ppo_continual.PAPER_GAMES
-    assert ppo_continual.trunk_channels(args) == (128, 256, 128) and args.hidden == 512
+    assert args.learning_rate == 3e-4 and args.ent_coef == 0.0 and args.games == PAPER_GAMES
+    assert config.trunk_channels(args) == (128, 256, 128) and args.hidden == 512
     assert args.agscl_lambda == 1000 * 21 and args.mu == 0.1 and args.clip_coef == 0.2  # docs/paper_preset.md
-    plain = ppo_continual.parse_args([])
+    plain = config.parse_args(ppo_continual.Args, [])
     assert plain.num_envs == 8 and plain.num_steps == 128 and plain.learning_rate == 2.5e-4 and plain.ent_coef == 0.01
 
 
@@ -397,10 +398,11 @@ def test_end_task_gets_the_requested_number_of_scaled_observations(tmp_path, mon
 
 
 def test_collect_observations_plays_the_game_with_the_given_head():
+    from agents.network import Agent
     from envs import make_atari
 
     torch.manual_seed(0)
-    agent = ppo_continual.Agent((8, 16, 16), 32)
+    agent = Agent((8, 16, 16), 32)
     agent.add_head(6)
     env = make_atari("DemonAttack", 2, seed=1)
     first = env.reset()
@@ -416,4 +418,4 @@ def test_collect_observations_plays_the_game_with_the_given_head():
 
 def test_named_sequence_instead_of_games():
     for argv in (["--sequence", "paper"], ["--games", "paper"]):
-        assert ppo_continual.validate(ppo_continual.parse_args(argv)) == list(ppo_continual.PAPER_GAMES)
+        assert config.validate(config.parse_args(ppo_continual.Args, argv)) == list(PAPER_GAMES)

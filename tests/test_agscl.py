@@ -387,7 +387,7 @@ def test_used_capacity_counts_nodes_whose_group_did_not_move_during_the_task():
 def test_rand_init_redraws_from_the_networks_own_initializer():
     """The agent initializes orthogonally with gain sqrt(2): re-drawn rows must look like its
     rows (norm sqrt(2) for a wide layer), not like PyTorch's default U(+-1/sqrt(fan_in))."""
-    from agents.ppo_continual import layer_init
+    from agents.network import layer_init
 
     trunk = nn.Sequential(layer_init(nn.Linear(256, 64)), nn.ReLU())
     method = AGSCL(trunk, [nn.Linear(64, 2), nn.Linear(64, 2)], mu=0.0, lam=1.0, rho=1.0, seed=0, init_fn=layer_init)

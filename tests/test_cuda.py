@@ -36,14 +36,14 @@ def test_rand_init_on_cuda_draws_what_the_cpu_draws_and_leaves_the_cuda_generato
 
 def test_agent_trains_evaluates_and_checkpoints_on_cuda(tmp_path):
     pytest.importorskip("minatar")
-    from agents import ppo_continual
+    from agents import config, ppo_continual
 
     argv = ["--suite", "minatar", "--games", "Breakout", "Asterix", "--steps-per-game", "256", "--num-envs", "4",
             "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "2", "--eval-episodes", "2",
             "--random-episodes", "2", "--eval-envs", "2", "--eval-max-frames", "100", "--importance-obs", "64",
             "--method", "agscl", "--no-optimizer-per-game", "--bootstrap-time-limits", "--norm-adv-scope", "batch",
             "--train-max-frames", "20", "--runs-dir", str(tmp_path), "--run-name", "gpu"]
-    setup = ppo_continual.prepare(argv)
+    setup = config.prepare(ppo_continual.Args, argv)
     assert setup.device.type == "cuda"
     assert ppo_continual.Run(setup).run() == 0
     ckpt = torch.load(os.path.join(tmp_path, "gpu", "ckpt", "latest.pt"), weights_only=True)

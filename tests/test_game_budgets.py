@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("minatar", reason='the MinAtar suite needs pip install -e ".[minatar]"')
 
 from agents import ppo_continual  # noqa: E402
+from agents.config import game_budgets  # noqa: E402
 from agents.results import load_results  # noqa: E402
 
 TINY = ["--suite", "minatar", "--games", "Breakout", "Asterix", "--num-envs", "4",
@@ -17,10 +18,10 @@ TINY = ["--suite", "minatar", "--games", "Breakout", "Asterix", "--num-envs", "4
 
 
 def test_game_budgets_expand_one_value_and_reject_a_wrong_count() -> None:
-    assert ppo_continual.game_budgets((300,), 3) == [300, 300, 300]
-    assert ppo_continual.game_budgets(300, 2) == [300, 300]  # a config stored by an older version
-    assert ppo_continual.game_budgets((100, 200), 2) == [100, 200]
-    assert ppo_continual.game_budgets((100, 200), 3) is None
+    assert game_budgets((300,), 3) == [300, 300, 300]
+    assert game_budgets(300, 2) == [300, 300]  # a config stored by an older version
+    assert game_budgets((100, 200), 2) == [100, 200]
+    assert game_budgets((100, 200), 3) is None
 
 
 def test_each_game_runs_its_own_budget(tmp_path) -> None:

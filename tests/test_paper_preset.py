@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from agents import ppo_continual
+from agents.config import OMEGA_SCALE, parse_args
 from agents.ppo_math import build_optimizer, compute_gae, normalize_advantages, optimizer_covers
 from agents.network import Agent
+from envs.atari import PAPER_GAMES
 
 GAMMA, LAM = 0.9, 0.5
 
@@ -78,16 +80,16 @@ def test_sequence_optimizer_keeps_one_state_and_adds_each_new_head():
 
 
 def test_preset_paper_sets_the_authors_values_and_cleanrl_stays_the_default():
-    paper = ppo_continual.parse_args(["--preset", "paper"])
+    paper = parse_args(ppo_continual.Args, ["--preset", "paper"])
     assert paper.clip_coef == 0.2 and not paper.optimizer_per_game and paper.norm_adv_scope == "batch"
     assert paper.bootstrap_time_limits and paper.train_max_frames == 400_000 and paper.eval_max_frames == 108_000
-    assert paper.rho == 1.0 and paper.mu == 0.1 and paper.agscl_lambda == 1000 * ppo_continual.OMEGA_SCALE
+    assert paper.rho == 1.0 and paper.mu == 0.1 and paper.agscl_lambda == 1000 * OMEGA_SCALE
     assert paper.importance_obs == 20 * 128
-    plain = ppo_continual.parse_args([])
+    plain = parse_args(ppo_continual.Args, [])
     assert plain.clip_coef == 0.1 and plain.optimizer_per_game and plain.norm_adv_scope == "minibatch"
     assert not plain.bootstrap_time_limits
-    flags = ppo_continual.parse_args(["--preset", "paper", "--optimizer-per-game", "--norm-adv-scope", "minibatch",
-                                      "--no-bootstrap-time-limits", "--clip-coef", "0.1"])
+    flags = parse_args(ppo_continual.Args, ["--preset", "paper", "--optimizer-per-game", "--norm-adv-scope", "minibatch",
+                                             "--no-bootstrap-time-limits", "--clip-coef", "0.1"])
     assert flags.optimizer_per_game and flags.norm_adv_scope == "minibatch" and not flags.bootstrap_time_limits
     assert flags.clip_coef == 0.1
 
@@ -110,8 +112,8 @@ def test_paper_fig7_config_is_the_figure_7_grid_under_the_preset(tmp_path):
     assert {t.params for t in by_method["agscl"]} == {(("agscl_lambda", 2100.0),), (("agscl_lambda", 21000.0),)}
     assert all(t.reference is not None for m in ("ewc", "mas", "agscl", "packnet") for t in by_method[m])
     for trial in trials:
-        args = ppo_continual.parse_args(list(trial.argv(tmp_path)))
-        assert args.preset == "paper" and args.games == ppo_continual.PAPER_GAMES and args.steps_per_game == (10_000_000,)
+        args = parse_args(ppo_continual.Args, list(trial.argv(tmp_path)))
+        assert args.preset == "paper" and args.games == PAPER_GAMES and args.steps_per_game == (10_000_000,)
         assert args.num_envs == 128 and not args.optimizer_per_game and args.seed in (1, 2, 3)
 
 

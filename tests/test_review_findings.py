@@ -66,7 +66,7 @@ def test_rand_init_leaves_every_global_generator_alone_and_draws_the_same(monkey
 # -- 3c: training and evaluation games have their own length caps -----------------------------
 pytest.importorskip("minatar", reason='the MinAtar suite needs pip install -e ".[minatar]"')
 
-from agents import ppo_continual  # noqa: E402
+from agents import config, ppo_continual  # noqa: E402
 from agents.runtime import rng_state  # noqa: E402
 
 TINY = ["--suite", "minatar", "--games", "Breakout", "Asterix", "--steps-per-game", "256", "--num-envs", "4",
@@ -76,14 +76,14 @@ TINY = ["--suite", "minatar", "--games", "Breakout", "Asterix", "--steps-per-gam
 
 
 def test_eval_cap_and_train_cap_are_separate(tmp_path):
-    setup = ppo_continual.prepare([*TINY, "--train-max-frames", "500", "--eval-max-frames", "40",
-                                   "--runs-dir", str(tmp_path), "--run-name", "caps"])
+    setup = config.prepare(ppo_continual.Args, [*TINY, "--train-max-frames", "500", "--eval-max-frames", "40",
+                                                       "--runs-dir", str(tmp_path), "--run-name", "caps"])
     run = ppo_continual.Run(setup)
     with run.make_env("Breakout", 1, 0, train=True) as env:
         assert env.max_episode_steps == 500
     with run.eval_env("Breakout", 0, 1) as env:
         assert env.max_episode_steps == 40
-    default = ppo_continual.parse_args(["--suite", "minatar", "--eval-max-frames", "40"])
+    default = config.parse_args(ppo_continual.Args, ["--suite", "minatar", "--eval-max-frames", "40"])
     assert default.train_max_frames == 10_000  # --eval-max-frames alone leaves training games alone
 
 
@@ -124,7 +124,7 @@ def test_resume_restores_network_optimizer_method_and_rng_bit_equal(tmp_path, mo
     assert _equal(written["optimizer"], at_stop["optimizer"]) and _equal(written["rng"], at_stop["rng"])
 
     torch.manual_seed(999)  # whatever the process did meanwhile
-    setup = ppo_continual.prepare(["--resume", os.path.join(tmp_path, "r")])
+    setup = config.prepare(ppo_continual.Args, ["--resume", os.path.join(tmp_path, "r")])
     run = ppo_continual.Run(setup)
     assert _equal(run.agent.state_dict(), at_stop["agent"])
     assert _equal(run.method.state_dict(), at_stop["method"])
