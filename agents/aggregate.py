@@ -469,7 +469,6 @@ def sweep_runs(sweep_dir: str) -> tuple[list[str], list[str]]:
 
 
 @dataclass
-@dataclass
 class AggregateArgs:
     """The CLI of :func:`main` (module docstring)."""
 
