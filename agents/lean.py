@@ -21,6 +21,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from agents.tb_events import add_scalars
+
 
 def normalized_logits(logits: torch.Tensor) -> torch.Tensor:
     """Log-probabilities: ``logits - logsumexp(logits)``, as ``Categorical(logits=...)`` stores them."""
@@ -67,15 +69,10 @@ class EpisodeLog:
     def flush(self) -> None:
         """Write the pending episodes: one ``print``, and per episode one event with its three
         scalars (what ``add_scalar`` writes as three events: the same tags, values and step)."""
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
         if not self.pending:
             return
         self.printer("\n".join(f"global_step={step} episodic_return={r:g} game={self.game}" for step, r, _ in self.pending))
-        file_writer = self.writer._get_file_writer()
         for step, r, length in self.pending:
-            values = [Summary.Value(tag="charts/episodic_return", simple_value=r),
-                      Summary.Value(tag="charts/episodic_length", simple_value=length),
-                      Summary.Value(tag=f"charts/{self.game}/episodic_return", simple_value=r)]
-            file_writer.add_summary(Summary(value=values), step)
+            add_scalars(self.writer, [("charts/episodic_return", r), ("charts/episodic_length", length),
+                                      (f"charts/{self.game}/episodic_return", r)], step)
         self.pending.clear()

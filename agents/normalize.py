@@ -28,17 +28,17 @@ stderr and exit code 2.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import tyro
 
-from agents.results import best_scores, continual_metrics, load_results, normalized, random_scores, reference_scores, write_atomic
+from agents.results import best_scores, continual_metrics, load_results, normalized, random_scores, reference_scores
+from agents.tb_events import add_png, add_scalars, write_event_file
 
 #: The event file this module owns in a run directory. "tfevents" makes TensorBoard read it;
 #: 9999999999 sorts it after the agent's files (events.out.tfevents.<unix time>.<host>...).
@@ -55,30 +55,6 @@ class NormalizeArgs:
     reference: Optional[str] = None
     """the fine-tuning run whose best score per game normalizes the returns (needed unless every run is a fine-tuning run,
     which is normalized by its own best)"""
-
-
-def _scalar_event(tag: str, value: float, step: int, wall_time: float) -> Any:
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    return Event(wall_time=wall_time, step=step, summary=Summary(value=[Summary.Value(tag=tag, simple_value=float(value))]))
-
-
-def write_event_file(path: str, events: Iterable[Any]) -> None:
-    """Write ``events`` (``Event`` protos) as one TensorBoard event file at ``path``, atomically:
-    the file is built under a name without "tfevents" (TensorBoard never reads it half-written)
-    and renamed over ``path``."""
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.summary.writer.record_writer import RecordWriter
-
-    buffer = io.BytesIO()
-    writer = RecordWriter(buffer)
-    writer.write(Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
-    for event in events:
-        writer.write(event.SerializeToString())
-    data = buffer.getvalue()
-    temp = os.path.join(os.path.dirname(os.path.abspath(path)), ".normalize")
-    write_atomic(path, lambda f: f.write(data), temp_base=temp)
 
 
 def normalization(results: dict[str, Any], reference: dict[str, Any] | None, where: str) -> dict[str, Any]:
@@ -112,21 +88,18 @@ def normalization(results: dict[str, Any], reference: dict[str, Any] | None, whe
             "hparams_step": int(results["progress"]["global_step"])}
 
 
-def _events(norm: dict[str, Any], wall_time: float) -> list[Any]:
+def _scalars(norm: dict[str, Any]) -> list[tuple[int, list[tuple[str, float]]]]:
+    """What :func:`normalize_run` writes: per global step, the defined (finite) scalars."""
     finite = lambda v: v is not None and math.isfinite(v)  # noqa: E731
-    events = []
+    out = []
     for entry in norm["timeline"]:
-        step = entry["global_step"]
-        events += [_scalar_event(f"eval/{g}/normalized_return", v, step, wall_time)
-                   for g, v in entry["normalized"].items() if finite(v)]
-        events.append(_scalar_event("eval/accumulated_normalized_return", entry["accumulated"], step, wall_time))
+        values = [(f"eval/{g}/normalized_return", v) for g, v in entry["normalized"].items() if finite(v)]
+        out.append((entry["global_step"], values + [("eval/accumulated_normalized_return", entry["accumulated"])]))
     for entry in norm["boundaries"]:
-        step = entry["global_step"]
-        events += [_scalar_event(f"metrics/{g}/P", v, step, wall_time) for g, v in entry["P"].items() if finite(v)]
-        if finite(entry["P_mean"]):
-            events.append(_scalar_event("metrics/P_mean", entry["P_mean"], step, wall_time))
-    events += [_scalar_event(tag, v, norm["hparams_step"], wall_time) for tag, v in norm["hparams"].items() if finite(v)]
-    return events
+        values = [(f"metrics/{g}/P", v) for g, v in entry["P"].items() if finite(v)]
+        out.append((entry["global_step"], values + ([("metrics/P_mean", entry["P_mean"])] if finite(entry["P_mean"]) else [])))
+    out.append((norm["hparams_step"], [(tag, v) for tag, v in norm["hparams"].items() if finite(v)]))
+    return out
 
 
 def normalize_run(run: str, reference: str | None) -> str:
@@ -144,7 +117,13 @@ def normalize_run(run: str, reference: str | None) -> str:
     if ref_results is not None and ref_results["config"].get("method") != "finetune":
         raise ValueError(f"reference {reference} is a {ref_results['config'].get('method')} run, not a fine-tuning run")
     norm = normalization(results, ref_results, where)
-    write_event_file(os.path.join(run_dir, EVENT_FILE), _events(norm, time.time()))
+    wall_time = time.time()
+
+    def fill(writer: Any) -> None:
+        for step, values in _scalars(norm):
+            add_scalars(writer, values, step, wall_time)
+
+    write_event_file(os.path.join(run_dir, EVENT_FILE), fill)
     acc = norm["hparams"]["hparam/accumulated_normalized_return"]
     by = "its own best" if is_finetune else where
     return (f"{run_dir}: {len(norm['timeline'])} evaluations normalized by {by} "
@@ -163,19 +142,10 @@ def add_figure(log_dir: str, png_path: str, step: int = 0, tag: str = FIGURE_TAG
     """Put the PNG file ``png_path`` as it is (no re-encoding: the same figure) into the Images
     tab of ``log_dir``'s TensorBoard, as its own event file :data:`FIGURE_FILE` (replaced
     atomically, so calling it again replaces the image). Returns the event file's path."""
-    from PIL import Image
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
     with open(png_path, "rb") as f:
         data = f.read()
-    with Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
-        channels = len(image.getbands())
-    image_proto = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=data)
-    event = Event(wall_time=time.time(), step=step, summary=Summary(value=[Summary.Value(tag=tag, image=image_proto)]))
     path = os.path.join(log_dir, FIGURE_FILE)
-    write_event_file(path, [event])
+    write_event_file(path, lambda writer: add_png(writer, tag, data, step))
     return path
 
 

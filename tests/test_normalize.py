@@ -4,7 +4,6 @@ TensorBoard, checked against numbers computed by hand and read back with TensorB
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -14,27 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents import normalize
 from agents.tensorboard_layout import write_hparams
-
-GAMES = ["A", "B"]
-RANDOM = {"A": 1.0, "B": -2.0}
-
-
-def write_run(root, name: str, method: str, evals: list[tuple[int, int, bool, dict[str, float]]], reference=None) -> str:
-    """A finished two-game run whose timeline is ``evals`` = (global_step, game, boundary, scores)."""
-    matrix = [[None, None], [None, None]]
-    for _, game, boundary, scores in evals:
-        if boundary:
-            matrix[game] = [scores.get(g) for g in GAMES]
-    timeline = [{"global_step": s, "game": g, "boundary": b, "scores": {k: {"mean": v} for k, v in sc.items()}}
-                for s, g, b, sc in evals]
-    results = {"format": 2, "games": GAMES, "config": {"method": method, "seed": 1}, "steps_per_game": 100,
-               "score_matrix": matrix, "timeline": timeline, "random": {g: {"mean": r} for g, r in RANDOM.items()},
-               "reference": reference, "progress": {"status": "finished", "global_step": evals[-1][0]}}
-    path = root / name
-    path.mkdir()
-    (path / "results.json").write_text(json.dumps(results))
-    return str(path)
-
+from results_files import write_run
 
 FT_EVALS = [(50, 0, False, {"A": 5.0}), (100, 0, True, {"A": 11.0}),
             (150, 1, False, {"A": 4.0, "B": 0.0}), (200, 1, True, {"A": 3.0, "B": 8.0})]
