@@ -1,0 +1,99 @@
+"""How far the shared trunk moved while a run learned each game, from its end-of-game checkpoints.
+
+A continual method protects the earlier games by holding the trunk where they need it; a new
+game that needs other features has to move it. When a regularized run does not learn a later
+game that fine-tuning learns, this says whether its trunk could still move:
+
+    python -m agents.drift runs/finetune_seed1 runs/ewc_seed1 runs/agscl_seed1 [--out drift.md]
+
+For every run and every game after the first it prints each trunk layer's relative change
+``||W_j - W_{j-1}|| / ||W_{j-1}||`` (Frobenius norms of the weight tensors, biases left out)
+between the checkpoints written at the end of game ``j-1`` and game ``j`` (``ckpt/game<j>.pt``).
+The first game has no checkpoint before it, so it has no entry; a run stops at its last
+end-of-game checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+import tyro
+
+from agents.results import write_text_atomic
+
+
+def trunk_weights(agent_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The trunk's weight tensors of an agent ``state_dict`` (``trunk.<i>.weight``), in order."""
+    return {k: v.detach().float() for k, v in agent_state.items() if k.startswith("trunk.") and k.endswith(".weight")}
+
+
+def relative_drift(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per layer, ``||after - before|| / ||before||`` (inf where ``before`` is all zeros and ``after`` is not)."""
+    out = {}
+    for name, w in before.items():
+        change, size = float((after[name] - w).norm()), float(w.norm())
+        out[name] = change / size if size > 0 else (0.0 if change == 0 else float("inf"))
+    return out
+
+
+def run_drift(run_dir: str) -> dict[str, Any]:
+    """The drift of every game after the first that has an end-of-game checkpoint in ``run_dir``."""
+    ckpt_dir = os.path.join(run_dir, "ckpt")
+    paths = []
+    while os.path.isfile(os.path.join(ckpt_dir, f"game{len(paths)}.pt")):
+        paths.append(os.path.join(ckpt_dir, f"game{len(paths)}.pt"))
+    if not paths:
+        raise ValueError(f"{run_dir} has no end-of-game checkpoint ({ckpt_dir}/game0.pt): give a run directory "
+                         "written by agents/ppo_continual.py that finished at least one game")
+    states = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    games = list(states[0].get("games") or [f"game {j}" for j in range(len(states))])
+    weights = [trunk_weights(s["agent"]) for s in states]
+    rows = [{"game": games[j], "drift": relative_drift(weights[j - 1], weights[j])} for j in range(1, len(states))]
+    method = (states[0].get("config") or {}).get("method")
+    return {"run": os.path.basename(os.path.normpath(run_dir)), "method": method, "layers": list(weights[0]), "rows": rows}
+
+
+def markdown(drifts: Sequence[dict[str, Any]]) -> str:
+    """One table: a row per run, a column per game after the first, each cell the layers' drifts."""
+    games: list[str] = []
+    for d in drifts:
+        games += [r["game"] for r in d["rows"] if r["game"] not in games]
+    layers = drifts[0]["layers"] if drifts else []
+    lines = [f"Trunk drift while learning each game (||W_end - W_start|| / ||W_start|| per layer: {', '.join(layers)}):", "",
+             "| run | " + " | ".join(f"during {g}" for g in games) + " |", "| --- |" + " --- |" * len(games)]
+    for d in drifts:
+        cells = {r["game"]: " / ".join(f"{v:.3f}" for v in r["drift"].values()) for r in d["rows"]}
+        lines.append(f"| {d['run']} | " + " | ".join(cells.get(g, "") for g in games) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class DriftArgs:
+    runs: tyro.conf.Positional[tuple[str, ...]]
+    """run directories of agents/ppo_continual.py"""
+    out: Optional[str] = None
+    """also write the table to this Markdown file"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = tyro.cli(DriftArgs, args=argv, description=__doc__.split("\n\n")[0])
+    try:
+        missing = [r for r in args.runs if not os.path.isdir(r)]
+        if missing:
+            raise ValueError(f"{missing[0]}: no such run directory")
+        table = markdown([run_drift(r) for r in args.runs])
+    except ValueError as exc:
+        print(f"drift: error: {exc}", file=sys.stderr)
+        return 2
+    print(table)
+    if args.out:
+        write_text_atomic(args.out, table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""agents.drift: the trunk's relative change per game, from end-of-game checkpoints, by hand."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from agents import drift
+
+
+def _checkpoint(path, trunk0: torch.Tensor, trunk3: torch.Tensor, head: torch.Tensor) -> None:
+    state = {"trunk.0.weight": trunk0, "trunk.0.bias": torch.ones(trunk0.shape[0]) * 5, "trunk.3.weight": trunk3,
+             "heads.0.0.weight": head}
+    torch.save({"agent": state, "games": ["A", "B", "C"], "config": {"method": "ewc"}}, path)
+
+
+def test_drift_per_layer_and_game_against_hand_computation(tmp_path, capsys):
+    run = tmp_path / "ewc_seed1"
+    (run / "ckpt").mkdir(parents=True)
+    w0 = torch.tensor([[3.0, 4.0]])  # norm 5
+    v0 = torch.tensor([[1.0, 0.0], [0.0, 0.0]])  # norm 1
+    _checkpoint(run / "ckpt" / "game0.pt", w0, v0, torch.zeros(2, 2))
+    # game B: the first layer moves by (0, 5) (norm 5, relative 1), the second not at all; heads and biases ignored
+    _checkpoint(run / "ckpt" / "game1.pt", w0 + torch.tensor([[0.0, 5.0]]), v0, torch.full((2, 2), 9.0))
+    # game C: from (3, 9) (norm sqrt 90), back to (3, 4): change 5; the second layer doubles: relative 1
+    _checkpoint(run / "ckpt" / "game2.pt", w0, 2 * v0, torch.zeros(2, 2))
+    got = drift.run_drift(str(run))
+    assert got["layers"] == ["trunk.0.weight", "trunk.3.weight"] and got["method"] == "ewc"
+    assert [r["game"] for r in got["rows"]] == ["B", "C"]
+    assert got["rows"][0]["drift"] == {"trunk.0.weight": 1.0, "trunk.3.weight": 0.0}
+    assert math.isclose(got["rows"][1]["drift"]["trunk.0.weight"], 5 / math.sqrt(90), rel_tol=1e-6)
+    assert math.isclose(got["rows"][1]["drift"]["trunk.3.weight"], 1.0, rel_tol=1e-6)
+    assert drift.main([str(run), "--out", str(tmp_path / "d.md")]) == 0
+    out = capsys.readouterr().out
+    assert "| ewc_seed1 | 1.000 / 0.000 | 0.527 / 1.000 |" in out
+    assert (tmp_path / "d.md").read_text().strip() == out.strip()
+
+
+def test_a_run_stops_at_its_last_checkpoint_and_bad_input_is_one_line(tmp_path, capsys):
+    run = tmp_path / "r"
+    (run / "ckpt").mkdir(parents=True)
+    _checkpoint(run / "ckpt" / "game0.pt", torch.ones(1, 2), torch.ones(1, 1), torch.zeros(1))
+    _checkpoint(run / "ckpt" / "game1.pt", torch.ones(1, 2) * 2, torch.ones(1, 1), torch.zeros(1))
+    assert len(drift.run_drift(str(run))["rows"]) == 1  # game2.pt missing: the run is read up to game B
+    assert drift.main([str(tmp_path / "nope")]) == 2
+    assert drift.main([str(tmp_path)]) == 2  # a directory without checkpoints
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"drift: error: {tmp_path / 'nope'}: no such run directory",
+                   f"drift: error: {tmp_path} has no end-of-game checkpoint ({tmp_path}/ckpt/game0.pt): give a run "
+                   "directory written by agents/ppo_continual.py that finished at least one game"]
