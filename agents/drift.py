@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 import torch
 import tyro
 
-from agents.results import write_text_atomic
+from common.runio import write_text_atomic
 
 
 def trunk_weights(agent_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
