@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -108,7 +109,8 @@ def cuda_tests(args: CheckArgs) -> dict[str, Any]:
     last = (out.stdout.strip().splitlines() or [""])[-1]
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", last)}
     return {"files": [os.path.relpath(f, ROOT) for f in files], "returncode": out.returncode, "summary": last,
-            **counts, "ok": out.returncode in (0, 5) and not counts.get("failed") and not counts.get("error")}
+            **counts, "ok": out.returncode in (0, 5) and not counts.get("failed") and not counts.get("error"),
+            **({} if out.returncode in (0, 5) else {"output_tail": (out.stdout + out.stderr)[-4000:]})}
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report[name] = steps[name]()
         except Exception as exc:  # recorded, and the next section still runs
             report["errors"][name] = f"{exc.__class__.__name__}: {exc}"
+            report.setdefault("tracebacks", {})[name] = traceback.format_exc()[-3000:]
         report["seconds"][name] = time.time() - t0
         report["fig7"] = fig7_cost(report)
         write_json_atomic(args.out, _clean(report))
