@@ -42,6 +42,7 @@ class Agent(nn.Module):
         super().__init__()
         spec = get_suite(suite)
         self.obs_scale = spec.obs_scale
+        self.obs_shape = tuple(spec.obs_shape)
         layers: list[nn.Module] = []
         in_channels = spec.obs_shape[0]
         for out_channels, (kernel, stride) in zip(channels, trunk_layout(suite, len(channels))):

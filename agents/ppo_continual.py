@@ -37,7 +37,7 @@ import torch.nn as nn
 from agents.config import Setup, game_budgets, prepare
 from agents.evaluation import collect_observations, dormant_fraction, evaluate, evaluate_random
 from agents.fastpath import FastPath, SplitEnv, progress_line
-from agents.lean import EpisodeLog
+from agents.lean import EpisodeLog, PackedPolicy
 from agents.methods_cli import retrain_start, task_context, with_method_flags
 from agents.ppo_math import build_optimizer, compute_gae, normalize_advantages, optimizer_covers, set_lr
 from agents.results import (
@@ -202,6 +202,10 @@ class Args:
     compile: bool = False
     """run the trunk through `torch.compile` (inductor; dynamic shapes); off by default: on this 2-core CPU it did
     not pay (README, Scale); meant for GPUs"""
+    packed_rollout: bool = True
+    """MinAtar on the CPU: the rollout's inference as one gather and one GEMM per layer on weights packed once per
+    update, actions drawn by inverse CDF (agents/lean.py PackedPolicy): the same log-probabilities and values up to
+    float rounding, actions from the same distribution; ignored where the trunk is not MinAtar's fp32 one"""
     fused_adam: bool = True
     """Adam as one fused kernel (`fused=True`) and the gradient-norm clip as multi-tensor kernels, instead of a
     Python loop over parameters: the same update up to float rounding (tests/test_lean.py)"""
@@ -493,21 +497,24 @@ class Run:
             optimizer, params = self.optimizer, list(agent.trunk.parameters()) + list(agent.heads[g].parameters())
             method.begin_task(g)
             prune_at = retrain_start(method, self.num_updates)  # PackNet: prune, then retrain the kept weights
+            packed = args.packed_rollout and device.type == "cpu" and PackedPolicy.supports(agent)
             self.log(f"game {g + 1}/{len(self.games)}: {game} ({env.action_count} actions), "
                      f"updates {self.update + 1}..{self.num_updates} of {self.batch_size} steps, method {args.method}, "
-                     f"{fast.describe()}")
+                     f"{fast.describe()}{', packed rollout' if packed else ''}")
 
             obs_shape = self.suite.obs_shape
             obs_buf = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
+            # rewards and game ends are staged in numpy (a write there costs a tenth of a torch index write) and
+            # reach the device once per update; on the CPU the torch tensors share the arrays
+            host_rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+            host_dones = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
             actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
             logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-            rewards = torch.zeros((args.num_steps, args.num_envs), device=device)
-            dones = torch.zeros((args.num_steps, args.num_envs), device=device)
             values = torch.zeros((args.num_steps, args.num_envs), device=device)
             # --bootstrap-time-limits: V(final observation) at steps cut by the time limit, else 0
             final_values = torch.zeros((args.num_steps, args.num_envs), device=device) if args.bootstrap_time_limits else None
-            next_obs = torch.from_numpy(env.reset()).to(device)
-            next_done = torch.zeros(args.num_envs, device=device)
+            next_obs = np.array(env.reset(), dtype=np.uint8)
+            next_done = np.zeros(args.num_envs, dtype=np.float32)
 
             episodes = EpisodeLog(game, self.writer, lambda text: print(text, flush=True))
 
@@ -516,9 +523,9 @@ class Run:
                 part = env.parts[k]
                 o, reward, term, trunc, info = env.recv(k)
                 self.global_step += part.stop - part.start
-                rewards[step, part] = fast.to_device(reward)
-                next_obs[part] = fast.to_device(o)
-                next_done[part] = fast.to_device(term | trunc)
+                host_rewards[step, part] = reward
+                next_obs[part] = o
+                next_done[part] = term | trunc
                 if final_values is not None:
                     cut = np.flatnonzero(trunc & ~term)  # the game goes on: bootstrap from its final observation
                     final_values[step, part] = 0.0
@@ -541,15 +548,17 @@ class Run:
                     self.log(f"{args.method}: pruned for {game}, retraining updates {prune_at}..{self.num_updates}")
                 set_lr(optimizer, lr)
 
+                # the weights are fixed until the update below, so the packed policy is built once per rollout
+                policy = PackedPolicy(agent, g) if packed else (lambda x: agent.act_and_value(x, g))
                 with torch.inference_mode():  # no autograd bookkeeping; results written in place into the buffers
                     for step in range(args.num_steps):
                         # one group of all envs, or (--overlap-env) two halves: each infers while the other steps
                         for k, part in enumerate(env.parts):
                             if step > 0:
                                 receive(k, step - 1)
-                            obs_buf[step, part] = next_obs[part]
-                            dones[step, part] = next_done[part]
-                            action, logprobs[step, part], values[step, part] = agent.act_and_value(next_obs[part], g)
+                            obs_buf[step, part] = observation = fast.to_device(next_obs[part])
+                            host_dones[step, part] = next_done[part]
+                            action, logprobs[step, part], values[step, part] = policy(observation)
                             actions[step, part] = action
                             env.send(k, action.cpu().numpy())
                     for k in range(len(env.parts)):
@@ -557,8 +566,9 @@ class Run:
                 episodes.flush()
 
                 with torch.no_grad():
-                    next_value = agent.get_value(next_obs, g).reshape(-1)
-                    advantages, returns = compute_gae(rewards, values, dones, next_value, next_done, args.gamma,
+                    rewards, dones = fast.to_device(host_rewards), fast.to_device(host_dones)
+                    next_value = agent.get_value(fast.to_device(next_obs), g).reshape(-1)
+                    advantages, returns = compute_gae(rewards, values, dones, next_value, fast.to_device(next_done), args.gamma,
                                                       args.gae_lambda, final_values)
 
                 b_obs = obs_buf.reshape((-1,) + obs_shape)
@@ -650,7 +660,7 @@ class Run:
             t0 = time.time()
             count = min(args.importance_obs, self.steps_per_game)
             with task_context(method, g):
-                stored, _ = collect_observations(agent, env, next_obs.cpu().numpy(), g, count, device)
+                stored, _ = collect_observations(agent, env, next_obs, g, count, device)
             batches = ScaledBatches(stored, args.importance_batch, device, self.suite.obs_scale)
             dormant = dormant_fraction(agent.trunk, batches)  # before end_task: (I.2) re-draws nodes
             method.end_task(g, batches)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -39,9 +40,16 @@ def compute_gae(
     target becomes ``r_t + gamma * V(final)`` instead of ``r_t`` (the game did not end, only its
     recording did), while the trace still stops there (the next observation belongs to another
     game). Without it a truncated step is treated as terminal (cleanrl)."""
+    # On the CPU the recursion runs on numpy views of the same float32 tensors: the same operations in
+    # the same order (bit-identical results) at a fraction of torch's per-call cost on (N,) rows.
+    host = rewards.device.type == "cpu"
+    if host:
+        rewards, values, dones, next_value, next_done = (t.numpy() for t in (rewards, values, dones, next_value, next_done))
+        final_values = final_values.numpy() if final_values is not None else None
+    zeros_like = np.zeros_like if host else torch.zeros_like
     steps = rewards.shape[0]
-    advantages = torch.zeros_like(rewards)
-    lastgaelam = torch.zeros_like(next_value.reshape(-1))
+    advantages = zeros_like(rewards)
+    lastgaelam = zeros_like(next_value.reshape(-1))
     for t in reversed(range(steps)):
         if t == steps - 1:
             nextnonterminal, nextvalues = 1.0 - next_done, next_value.reshape(-1)
@@ -52,6 +60,8 @@ def compute_gae(
             delta = delta + gamma * final_values[t]
         lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
         advantages[t] = lastgaelam
+    if host:
+        advantages, values = torch.from_numpy(advantages), torch.from_numpy(values)
     return advantages, advantages + values
 
 

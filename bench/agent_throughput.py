@@ -78,7 +78,7 @@ from envs.suites import get_suite  # noqa: E402
 FLAGS = ("bf16", "channels-last", "overlap-env", "fewer-syncs")
 ON = {f: (f"--{f}",) for f in FLAGS} | {"bf16": ("--bf16", "on")}
 OFF = {f: (f"--no-{f}",) for f in FLAGS} | {"bf16": ("--bf16", "off")}
-PLAIN = tuple(a for f in FLAGS for a in OFF[f])
+PLAIN = tuple(a for f in FLAGS for a in OFF[f]) + ("--no-packed-rollout",)  # packed rollout: MinAtar only
 FAST = tuple(a for f in FLAGS for a in ON[f])  # every flag on, bf16 forced on: the strictest learning check
 #: configuration -> flags: the plain path, each flag alone (bf16 forced on), the defaults
 CONFIGS: dict[str, tuple[str, ...]] = {

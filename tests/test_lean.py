@@ -1,7 +1,10 @@
 """The lean rollout (agents/lean.py, issue 19): sampling, log-probabilities and entropies from
 the logits are Categorical's, the PPO losses and gradients of a fixed batch are today's (the
 Categorical path through the plain trunk) up to float rounding, fused Adam takes the same steps,
-and per-update episode logging writes the same lines and TensorBoard scalars."""
+and per-update episode logging writes the same lines and TensorBoard scalars. The packed rollout
+policy (MinAtar on the CPU) gives act_and_value's log-probabilities and values up to float
+rounding, draws from the same distribution, and the PPO loop builds it from the current weights
+at every update."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from scipy import stats
 from torch import nn
 from torch.distributions.categorical import Categorical
 
-from agents.lean import EpisodeLog, log_prob_entropy, sample_action
+from agents import ppo_continual
+from agents.lean import EpisodeLog, PackedPolicy, log_prob_entropy, sample_action, sample_inverse_cdf
 from agents.network import Agent
 
 
@@ -184,3 +188,74 @@ def test_episode_log_writes_the_per_episode_lines_and_scalars_once_per_update(tm
     old, new = read(tmp_path / "old"), read(tmp_path / "new")
     assert old == new
     assert old["charts/episodic_return"] == [(24, 2.0), (24, 0.5), (32, 7.0)]
+
+
+def test_inverse_cdf_sampling_follows_the_softmax_distribution_chi_square():
+    """200k draws against the softmax in float64; a -inf logit is never drawn; the log-probability
+    is the drawn action's; and the chi-square test rejects a wrong distribution (it can fail)."""
+    logits = torch.tensor([[0.3, -1.2, 2.0, -float("inf"), 0.0]])
+    generator = torch.Generator().manual_seed(3)
+    draws, logprobs = zip(*(sample_inverse_cdf(logits.expand(10_000, 5), generator) for _ in range(20)))
+    draws, logprobs = torch.cat(draws), torch.cat(logprobs)
+    counts = np.bincount(draws.numpy(), minlength=5)
+    assert counts[3] == 0
+    z = np.exp(logits.double().numpy()[0])
+    p = z / z.sum()
+    keep = [0, 1, 2, 4]
+    assert stats.chisquare(counts[keep], p[keep] * draws.numel()).pvalue > 1e-3
+    assert stats.chisquare(counts[keep], np.full(4, draws.numel() / 4)).pvalue < 1e-6
+    np.testing.assert_allclose(logprobs.double().numpy(), np.log(p[draws.numpy()]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [(16,), (8, 12)])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_packed_policy_gives_act_and_values_log_probabilities_and_values(channels, channels_last):
+    """Every game's head, one and two convolutions, both input layouts, and an obs_scale that is not 1:
+    log-probabilities of all actions and values equal the module path's up to float rounding."""
+    torch.manual_seed(0)
+    agent = Agent(channels, 128, "minatar")
+    agent.add_head(3)
+    agent.add_head(6)
+    agent.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    obs = (torch.rand(8, 10, 10, 10) < 0.3).to(torch.uint8)
+    for scale in (1, 0.5):
+        agent.obs_scale = scale
+        for game, actions in ((0, 3), (1, 6)):
+            packed = PackedPolicy(agent, game)
+            with torch.inference_mode():
+                hidden = agent.features(obs)
+                expected_logp = torch.log_softmax(agent.heads[game][0](hidden), dim=-1)
+                expected_value = agent.heads[game][1](hidden).view(-1)
+                action, logprob, value = packed(obs)
+            assert action.shape == (8,) and int(action.min()) >= 0 and int(action.max()) < actions
+            torch.testing.assert_close(logprob, expected_logp.gather(1, action.view(-1, 1)).view(-1), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(value, expected_value, rtol=1e-5, atol=1e-5)
+    assert not PackedPolicy.supports(Agent((32, 64, 64), 512, "atari"))  # 8x8 stride-4 convolutions: the module path
+
+
+def test_the_ppo_loop_builds_the_packed_policy_from_the_current_weights_at_every_update(tmp_path, monkeypatch):
+    """Every rollout call of a 3-update MinAtar run is checked against act_and_value on the weights of
+    that moment: a policy built once per game would fail from update 2 on, as would a loop that skips it."""
+    calls, builds = [], []
+
+    class Checked(PackedPolicy):
+        def __init__(self, agent, game):
+            super().__init__(agent, game)
+            self.agent, self.game = agent, game
+            builds.append(game)
+
+        def __call__(self, x):
+            action, logprob, value = super().__call__(x)
+            hidden = self.agent.features(x)
+            expected = self.agent.heads[self.game][1](hidden).view(-1)
+            calls.append(float((value - expected).abs().max()))
+            return action, logprob, value
+
+    monkeypatch.setattr(ppo_continual, "PackedPolicy", Checked)
+    argv = ["--suite", "minatar", "--games", "Breakout", "--method", "finetune", "--num-envs", "4", "--num-steps", "16",
+            "--steps-per-game", "192", "--eval-every", "0", "--eval-episodes", "1", "--random-episodes", "1",
+            "--eval-envs", "1", "--eval-max-frames", "50", "--importance-obs", "32", "--checkpoint-every", "0",
+            "--torch-threads", "1", "--runs-dir", str(tmp_path), "--run-name", "packed"]
+    assert ppo_continual.main(argv) == 0
+    assert len(builds) == 3 and len(calls) == 3 * 16
+    assert max(calls) < 1e-5
