@@ -429,7 +429,7 @@ def candidates(args: BenchArgs) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     from agents.fastpath import FastPath
-    from agents.lean import EpisodeLog
+    from agents.lean import EpisodeLog, PackedPolicy
     from agents.network import Agent
 
     torch.set_num_threads(1)
@@ -467,6 +467,10 @@ def candidates(args: BenchArgs) -> dict:
         with torch.inference_mode():
             agent.act_and_value(obs[:8], 0)
 
+    def step_packed() -> None:  # the policy is built once per rollout (128 steps): its cost is timed on its own row
+        with torch.inference_mode():
+            packed(obs[:8])
+
     def update(fn, opt, one_layout: bool = True) -> Callable[[], None]:
         params = list(agent.parameters())
         conv = agent.contiguous_conv
@@ -483,11 +487,14 @@ def candidates(args: BenchArgs) -> dict:
 
     rows: dict[str, float] = {}
     set_layout(True)
+    packed = PackedPolicy(agent, 0)
     timings = {
         "rollout_inference_today_categorical_no_grad": step_old,
         "rollout_inference_logits_no_grad": step_logits,
         "rollout_inference_logits_forward_direct_no_grad": step_forward,
         "rollout_inference_logits_forward_direct_inference_mode": step_new,
+        "rollout_inference_packed_policy": step_packed,
+        "packed_policy_build_once_per_rollout": lambda: PackedPolicy(agent, 0),
         "update_256_today_categorical_mixed_layout_adam_loop": update(
             categorical, torch.optim.Adam(agent.parameters(), lr=1e-6, eps=1e-5), one_layout=False),
         "update_256_logits_mixed_layout_adam_loop": update(lambda x, a: agent.get_action_and_value(x, 0, a),
