@@ -23,6 +23,8 @@ from typing import Any, Optional, Sequence
 import torch
 import tyro
 
+from agents.rundir import load_checkpoint
+from agents.runtime import UserError
 from common.runio import write_text_atomic
 
 
@@ -49,7 +51,7 @@ def run_drift(run_dir: str) -> dict[str, Any]:
     if not paths:
         raise ValueError(f"{run_dir} has no end-of-game checkpoint ({ckpt_dir}/game0.pt): give a run directory "
                          "written by agents/ppo_continual.py that finished at least one game")
-    states = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    states = [load_checkpoint(p) for p in paths]  # the agent's own loader: tensors only, a corrupt file named
     games = list(states[0].get("games") or [f"game {j}" for j in range(len(states))])
     weights = [trunk_weights(s["agent"]) for s in states]
     rows = [{"game": games[j], "drift": relative_drift(weights[j - 1], weights[j])} for j in range(1, len(states))]
@@ -86,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing:
             raise ValueError(f"{missing[0]}: no such run directory")
         table = markdown([run_drift(r) for r in args.runs])
-    except ValueError as exc:
+    except (ValueError, UserError) as exc:
         print(f"drift: error: {exc}", file=sys.stderr)
         return 2
     print(table)

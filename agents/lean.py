@@ -21,7 +21,8 @@ without changing what is computed:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import contextlib
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -139,17 +140,13 @@ class PackedPolicy:
     def supports(agent: Any) -> bool:
         """A plain fp32 trunk (no ``trunk_fn``, no autocast) of valid 3x3 stride-1 convolutions, ReLUs,
         one Flatten and one Linear + ReLU: MinAtar's."""
-        import contextlib
-
         kinds = [type(m) for m in agent.trunk]
         convs = [m for m in agent.trunk if isinstance(m, torch.nn.Conv2d)]
         shape_ok = (len(convs) >= 1 and kinds == [torch.nn.Conv2d, torch.nn.ReLU] * len(convs)
                     + [torch.nn.Flatten, torch.nn.Linear, torch.nn.ReLU])
         convs_ok = all(c.kernel_size == (3, 3) and c.stride == (1, 1) and c.padding == (0, 0) and c.dilation == (1, 1)
                        and c.groups == 1 and c.bias is not None and c.padding_mode == "zeros" for c in convs)
-        return (shape_ok and convs_ok and agent.trunk_fn is None
-                and isinstance(agent.trunk_precision(), contextlib.nullcontext)
-                and hasattr(agent, "obs_shape"))
+        return shape_ok and convs_ok and agent.trunk_fn is None and isinstance(agent.trunk_precision(), contextlib.nullcontext)
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The sampled action, its log-probability and the value of each observation in ``x`` (uint8)."""

@@ -14,13 +14,17 @@ set -euo pipefail
 PYVER=${1:-3.12}
 OUT=${2:-.gpusite/site.tgz}
 PIP=${PIP:-.venv/bin/python -m pip}
+# what the image lacks, at the versions `make install` put into .venv (pyproject.toml decides them)
+NAMES="envpool envpool-assets ale-py gymnasium farama-notifications tyro docstring-parser typeguard dm-env dm-tree optree minatar"
+PINS=$($PIP freeze | awk -F'==' -v names="$NAMES" 'BEGIN { n = split(names, a, " "); for (i = 1; i <= n; i++) want[a[i]] = 1 }
+  { key = tolower($1); gsub(/_/, "-", key) } (key in want) { print; found++ } END { if (found < n) exit 1 }') || {
+  echo "offline_site: .venv lacks one of: $NAMES (run make install first)" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# shellcheck disable=SC2086  # one argument per pin
 $PIP download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
-  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$work/wheels" \
-  envpool==1.2.5 envpool-assets==0.3.0 ale-py==0.12.1 gymnasium==1.4.0 farama-notifications \
-  tyro==1.0.17 docstring_parser==0.18.0 typeguard==4.6.1 dm-env==1.6 dm-tree optree==0.20.0 MinAtar==1.0.15
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$work/wheels" $PINS
 mkdir -p "$work/site"
 for w in "$work"/wheels/*.whl; do (cd "$work/site" && unzip -q -o "$w"); done
 cd "$work/site"

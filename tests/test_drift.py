@@ -7,12 +7,15 @@ import math
 import torch
 
 from agents import drift
+from agents.rundir import CHECKPOINT_FORMAT
 
 
 def _checkpoint(path, trunk0: torch.Tensor, trunk3: torch.Tensor, head: torch.Tensor) -> None:
     state = {"trunk.0.weight": trunk0, "trunk.0.bias": torch.ones(trunk0.shape[0]) * 5, "trunk.3.weight": trunk3,
              "heads.0.0.weight": head}
-    torch.save({"agent": state, "games": ["A", "B", "C"], "config": {"method": "ewc"}}, path)
+    # the keys agents.rundir.load_checkpoint requires of a checkpoint of agents/ppo_continual.py
+    torch.save({"format": CHECKPOINT_FORMAT, "agent": state, "games": ["A", "B", "C"], "config": {"method": "ewc"},
+                "action_counts": [2, 2, 2], "game": 0, "update": 0, "global_step": 0, "method": {}, "results": {}}, path)
 
 
 def test_drift_per_layer_and_game_against_hand_computation(tmp_path, capsys):
@@ -45,7 +48,10 @@ def test_a_run_stops_at_its_last_checkpoint_and_bad_input_is_one_line(tmp_path, 
     assert len(drift.run_drift(str(run))["rows"]) == 1  # game2.pt missing: the run is read up to game B
     assert drift.main([str(tmp_path / "nope")]) == 2
     assert drift.main([str(tmp_path)]) == 2  # a directory without checkpoints
+    (run / "ckpt" / "game1.pt").write_bytes(b"not a checkpoint")
+    assert drift.main([str(run)]) == 2  # a corrupt checkpoint: named in one line, no traceback
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"drift: error: {tmp_path / 'nope'}: no such run directory",
-                   f"drift: error: {tmp_path} has no end-of-game checkpoint ({tmp_path}/ckpt/game0.pt): give a run "
-                   "directory written by agents/ppo_continual.py that finished at least one game"]
+    assert err[:2] == [f"drift: error: {tmp_path / 'nope'}: no such run directory",
+                       f"drift: error: {tmp_path} has no end-of-game checkpoint ({tmp_path}/ckpt/game0.pt): give a run "
+                       "directory written by agents/ppo_continual.py that finished at least one game"]
+    assert len(err) == 3 and err[2].startswith(f"drift: error: {run / 'ckpt' / 'game1.pt'} is corrupt or not a checkpoint")
