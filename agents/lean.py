@@ -12,6 +12,8 @@ without changing what is computed:
   same way (``tests/test_lean.py``);
 - :class:`EpisodeLog` collects finished episodes during a rollout and writes their log lines
   and TensorBoard scalars once per update, at the global steps they finished at;
+- :class:`Minibatches` takes an update's minibatches with one ``index_select`` per tensor, the
+  MinAtar observations converted once per update;
 - :class:`PackedPolicy` runs the rollout's inference on a MinAtar trunk (3x3 stride-1 convs, one
   Linear) as one gather and one GEMM per layer, on weights packed once per rollout: the same
   log-probabilities and values as :meth:`agents.network.Agent.act_and_value` up to float
@@ -96,6 +98,36 @@ class EpisodeLog:
             add_scalars(self.writer, [("charts/episodic_return", r), ("charts/episodic_length", length),
                                       (f"charts/{self.game}/episodic_return", r)], step)
         self.pending.clear()
+
+
+class Minibatches:
+    """An update's batch, taken one minibatch at a time with one ``index_select`` per tensor.
+
+    Built once per update. The per-sample numbers (old log-probabilities, advantages, returns and
+    values) are the rows of one table, so a minibatch takes them in one call instead of four.
+    Observations of 0/1 cells (``obs_scale`` 1, MinAtar) are made float, in the trunk's memory
+    format, here once per update instead of once per minibatch: the values
+    :meth:`agents.network.Agent.features` would compute, which then has nothing left to do. A
+    channels-last batch is held as (N, H, W, C), so that taking rows keeps its layout. Pixel
+    observations stay uint8 (their float batch would be large).
+    """
+
+    def __init__(self, agent: Any, obs: torch.Tensor, actions: torch.Tensor, logprobs: torch.Tensor,
+                 advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor) -> None:
+        if agent.obs_scale == 1:
+            obs = obs.float()
+        self.channels_last = obs.is_floating_point() and obs.dim() == 4 and agent.memory_format is torch.channels_last
+        self.obs = obs.permute(0, 2, 3, 1).contiguous() if self.channels_last else obs
+        self.actions = actions
+        self.table = torch.stack([logprobs, advantages, returns, values])
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(obs, actions, logprobs, advantages, returns, values)`` of the samples ``index``."""
+        obs = self.obs.index_select(0, index)
+        if self.channels_last:
+            obs = obs.permute(0, 3, 1, 2)  # an (N, C, H, W) view in channels-last memory
+        logprobs, advantages, returns, values = self.table.index_select(1, index).unbind(0)
+        return obs, self.actions.index_select(0, index), logprobs, advantages, returns, values
 
 
 class PackedPolicy:

@@ -96,6 +96,12 @@ class Agent(nn.Module):
     def get_value(self, x: torch.Tensor, game: int) -> torch.Tensor:
         return self.heads[game][1](self.features(x))
 
+    def logits_and_value(self, x: torch.Tensor, game: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Game ``game``'s actor logits and critic values (training's forward, for :func:`agents.ppo_math.ppo_loss`)."""
+        hidden = self.features(x)
+        actor, critic = self.heads[game]
+        return actor(hidden), critic(hidden)
+
     def get_action_and_value(
         self, x: torch.Tensor, game: int, action: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -37,9 +37,9 @@ import torch.nn as nn
 from agents.config import Setup, game_budgets, prepare
 from agents.evaluation import collect_observations, dormant_fraction, evaluate, evaluate_random
 from agents.fastpath import FastPath, SplitEnv, progress_line
-from agents.lean import EpisodeLog, PackedPolicy
+from agents.lean import EpisodeLog, Minibatches, PackedPolicy
 from agents.methods_cli import retrain_start, task_context, with_method_flags
-from agents.ppo_math import build_optimizer, compute_gae, normalize_advantages, optimizer_covers, set_lr
+from agents.ppo_math import build_optimizer, compute_gae, normalize_advantages, optimizer_covers, ppo_loss, set_lr
 from agents.results import (
     RESULTS_FILE,
     RESULTS_FORMAT,
@@ -206,6 +206,10 @@ class Args:
     """MinAtar on the CPU: the rollout's inference as one gather and one GEMM per layer on weights packed once per
     update, actions drawn by inverse CDF (agents/lean.py PackedPolicy): the same log-probabilities and values up to
     float rounding, actions from the same distribution; ignored where the trunk is not MinAtar's fp32 one"""
+    fused_loss: bool = True
+    """the PPO loss and its gradient in the actor's logits and the critic's values computed in one pass
+    (agents/ppo_math.py `ppo_loss`), instead of autograd's graph of the expression the loop spells out under
+    `--no-fused-loss`: the same loss and gradients up to float rounding (tests/test_ppo_math.py)"""
     fused_adam: bool = True
     """Adam as one fused kernel (`fused=True`) and the gradient-norm clip as multi-tensor kernels, instead of a
     Python loop over parameters: the same update up to float rounding (tests/test_lean.py)"""
@@ -571,12 +575,12 @@ class Run:
                     advantages, returns = compute_gae(rewards, values, dones, next_value, fast.to_device(next_done), args.gamma,
                                                       args.gae_lambda, final_values)
 
-                b_obs = obs_buf.reshape((-1,) + obs_shape)
-                b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape(-1)
                 b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
                 batch_norm = args.norm_adv and args.norm_adv_scope == "batch"
                 if batch_norm:  # once over the whole batch (the authors); else per minibatch below (cleanrl)
                     b_advantages = normalize_advantages(b_advantages)
+                batch = Minibatches(agent, obs_buf.reshape((-1,) + obs_shape), actions.reshape(-1), logprobs.reshape(-1),
+                                    b_advantages, b_returns, b_values)
 
                 clipfracs = []
                 fused = args.fused_penalty and method.fused_penalty
@@ -584,28 +588,37 @@ class Run:
                 for _epoch in range(args.update_epochs):
                     perm = torch.randperm(self.batch_size, device=device)
                     for start in range(0, self.batch_size, self.minibatch_size):
-                        mb = perm[start : start + self.minibatch_size]
-                        _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], g, b_actions[mb])
-                        logratio = newlogprob - b_logprobs[mb]
-                        ratio = logratio.exp()
-                        with torch.no_grad():
-                            old_approx_kl = (-logratio).mean()
-                            approx_kl = ((ratio - 1) - logratio).mean()
-                            clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-                        mb_adv = b_advantages[mb]
+                        mb_obs, mb_actions, mb_logprobs, mb_adv, mb_returns, mb_values = batch.take(
+                            perm[start : start + self.minibatch_size])
                         if args.norm_adv and not batch_norm:
                             mb_adv = normalize_advantages(mb_adv)
-                        pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
-                        newvalue = newvalue.view(-1)
-                        if args.clip_vloss:
-                            v_unclipped = (newvalue - b_returns[mb]) ** 2
-                            v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -args.clip_coef, args.clip_coef)
-                            v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[mb]) ** 2).mean()
+                        if args.fused_loss:  # the same loss and gradients as below, in one pass (agents/ppo_math.py)
+                            logits, newvalue = agent.logits_and_value(mb_obs, g)
+                            ppo, stats = ppo_loss(logits, newvalue, mb_actions, mb_logprobs, mb_adv, mb_returns, mb_values,
+                                                  clip_coef=args.clip_coef, clip_vloss=args.clip_vloss,
+                                                  ent_coef=args.ent_coef, vf_coef=args.vf_coef)
+                            pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = stats.unbind()
+                            clipfracs.append(clipfrac)
                         else:
-                            v_loss = 0.5 * ((newvalue - b_returns[mb]) ** 2).mean()
-                        entropy_loss = entropy.mean()
+                            _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, g, mb_actions)
+                            logratio = newlogprob - mb_logprobs
+                            ratio = logratio.exp()
+                            with torch.no_grad():
+                                old_approx_kl = (-logratio).mean()
+                                approx_kl = ((ratio - 1) - logratio).mean()
+                                clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
+                            pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
+                            newvalue = newvalue.view(-1)
+                            if args.clip_vloss:
+                                v_unclipped = (newvalue - mb_returns) ** 2
+                                v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
+                                v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - mb_returns) ** 2).mean()
+                            else:
+                                v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
+                            entropy_loss = entropy.mean()
+                            ppo = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
                         penalty = zero if fused else method.penalty()
-                        loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef + penalty
+                        loss = ppo + penalty
                         if fast.nonfinite(loss):
                             raise NonFiniteLoss(f"non-finite loss ({loss.item()})")
                         optimizer.zero_grad()
