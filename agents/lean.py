@@ -110,19 +110,31 @@ class Minibatches:
     :meth:`agents.network.Agent.features` would compute, which then has nothing left to do. A
     channels-last batch is held as (N, H, W, C), so that taking rows keeps its layout. Pixel
     observations stay uint8 (their float batch would be large).
+
+    Input channels that are zero in the whole batch are dropped from these float observations and
+    listed in ``channels`` (the ones kept), for the trunk's first convolution to skip
+    (:meth:`agents.network.Agent.run_trunk`): a MinAtar game fills only its own leading channels of
+    the shared 10 (Breakout 4), and their zeros add nothing to the convolution or its gradient.
     """
 
     def __init__(self, agent: Any, obs: torch.Tensor, actions: torch.Tensor, logprobs: torch.Tensor,
                  advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor) -> None:
         if agent.obs_scale == 1:
             obs = obs.float()
+        self.channels: torch.Tensor | None = None
+        if obs.is_floating_point() and obs.dim() == 4 and agent.trunk_fn is None and isinstance(agent.trunk[0], torch.nn.Conv2d):
+            used = obs.amax(dim=(0, 2, 3)) != 0
+            if bool(used.any()) and not bool(used.all()):
+                self.channels = used.nonzero().view(-1)
+                obs = obs.index_select(1, self.channels)
         self.channels_last = obs.is_floating_point() and obs.dim() == 4 and agent.memory_format is torch.channels_last
         self.obs = obs.permute(0, 2, 3, 1).contiguous() if self.channels_last else obs
         self.actions = actions
         self.table = torch.stack([logprobs, advantages, returns, values])
 
     def take(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(obs, actions, logprobs, advantages, returns, values)`` of the samples ``index``."""
+        """``(obs, actions, logprobs, advantages, returns, values)`` of the samples ``index``; ``obs``
+        holds the input channels ``self.channels`` (all when None)."""
         obs = self.obs.index_select(0, index)
         if self.channels_last:
             obs = obs.permute(0, 3, 1, 2)  # an (N, C, H, W) view in channels-last memory

@@ -14,6 +14,7 @@ from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from agents.lean import log_prob_entropy, sample_action
 from envs.suites import get_suite
 
@@ -70,44 +71,59 @@ class Agent(nn.Module):
         self.heads.append(nn.ModuleList([actor, critic]).to(device))
         return len(self.heads) - 1
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Trunk features in fp32 (the trunk itself may run under bf16 autocast)."""
+    def features(self, x: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
+        """Trunk features in fp32 (the trunk itself may run under bf16 autocast). ``channels``: see :meth:`run_trunk`."""
         x = x.float() if self.obs_scale == 1 else x.float() * self.obs_scale  # MinAtar's 0/1 cells: no multiply
         x = x.contiguous(memory_format=self.memory_format)
         with self.trunk_precision():
-            return self.run_trunk(x).float()
+            return self.run_trunk(x, channels).float()
 
-    def run_trunk(self, x: torch.Tensor) -> torch.Tensor:
+    def run_trunk(self, x: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
         """The trunk's output (``trunk_fn`` when set). MinAtar, channels-last, in training: the last
         conv's output is made contiguous before its ReLU, so that ReLU's backward sees one memory
         layout (a channels-last output with the contiguous gradient that comes back through Flatten
         takes PyTorch's slow strided path) and Flatten is a view. The same values (a copy), the same
-        modules and hooks; about 10% off MinAtar's update, nothing measurable on the Nature CNN."""
+        modules and hooks; about 10% off MinAtar's update, nothing measurable on the Nature CNN.
+
+        ``channels``: ``x`` holds only these input channels, the others being zero in the whole batch
+        (:class:`agents.lean.Minibatches`; a MinAtar game fills only its own leading channels of the
+        shared 10). The first convolution then runs on those channels of its weight: the same output,
+        and the same gradient (zero) for the weights of the absent channels, with less arithmetic."""
         if self.trunk_fn is not None:
+            if channels is not None:
+                raise ValueError("a channel subset needs the plain trunk (not --compile)")
             return self.trunk_fn(x)
-        if self.contiguous_conv is None or self.memory_format is not torch.channels_last or not torch.is_grad_enabled():
+        plain = self.contiguous_conv is None or self.memory_format is not torch.channels_last or not torch.is_grad_enabled()
+        if plain and channels is None:
             return self.trunk(x)
         for index, layer in enumerate(self.trunk):
-            x = layer(x)
-            if index == self.contiguous_conv:
+            if index == 0 and channels is not None:
+                x = F.conv2d(x, layer.weight.index_select(1, channels), layer.bias, layer.stride, layer.padding,
+                             layer.dilation, layer.groups)
+            else:
+                x = layer(x)
+            if index == self.contiguous_conv and not plain:
                 x = x.contiguous()
         return x
 
     def get_value(self, x: torch.Tensor, game: int) -> torch.Tensor:
         return self.heads[game][1](self.features(x))
 
-    def logits_and_value(self, x: torch.Tensor, game: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Game ``game``'s actor logits and critic values (training's forward, for :func:`agents.ppo_math.ppo_loss`)."""
-        hidden = self.features(x)
+    def logits_and_value(self, x: torch.Tensor, game: int,
+                         channels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Game ``game``'s actor logits and critic values (training's forward, for :func:`agents.ppo_math.ppo_loss`);
+        ``channels``: see :meth:`run_trunk`."""
+        hidden = self.features(x, channels)
         actor, critic = self.heads[game]
         return actor(hidden), critic(hidden)
 
     def get_action_and_value(
-        self, x: torch.Tensor, game: int, action: torch.Tensor | None = None
+        self, x: torch.Tensor, game: int, action: torch.Tensor | None = None, channels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The policy's action (sampled when ``action`` is None), its log-probability, the policy's
-        entropy and the value: ``Categorical(logits=...)``'s numbers, bit for bit (agents/lean.py)."""
-        hidden = self.features(x)
+        entropy and the value: ``Categorical(logits=...)``'s numbers, bit for bit (agents/lean.py);
+        ``channels``: see :meth:`run_trunk`."""
+        hidden = self.features(x, channels)
         actor, critic = self.heads[game]
         logits = actor(hidden)
         if action is None:

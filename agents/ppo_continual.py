@@ -593,14 +593,14 @@ class Run:
                         if args.norm_adv and not batch_norm:
                             mb_adv = normalize_advantages(mb_adv)
                         if args.fused_loss:  # the same loss and gradients as below, in one pass (agents/ppo_math.py)
-                            logits, newvalue = agent.logits_and_value(mb_obs, g)
+                            logits, newvalue = agent.logits_and_value(mb_obs, g, batch.channels)
                             ppo, stats = ppo_loss(logits, newvalue, mb_actions, mb_logprobs, mb_adv, mb_returns, mb_values,
                                                   clip_coef=args.clip_coef, clip_vloss=args.clip_vloss,
                                                   ent_coef=args.ent_coef, vf_coef=args.vf_coef)
                             pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = stats.unbind()
                             clipfracs.append(clipfrac)
                         else:
-                            _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, g, mb_actions)
+                            _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, g, mb_actions, batch.channels)
                             logratio = newlogprob - mb_logprobs
                             ratio = logratio.exp()
                             with torch.no_grad():
