@@ -116,6 +116,8 @@ class SplitEnv:
             self.close()
             raise
         self.num_envs, self.action_count = num_envs, self.envs[0].action_count
+        #: observation channels from this one on are always zero, where the environment says so (MinAtar), else None
+        self.used_channels: int | None = getattr(self.envs[0], "used_channels", None)
         self._pending: list[np.ndarray | None] = [None] * parts
 
     def reset(self) -> np.ndarray:

@@ -118,11 +118,11 @@ class Minibatches:
     """
 
     def __init__(self, agent: Any, obs: torch.Tensor, actions: torch.Tensor, logprobs: torch.Tensor,
-                 advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor) -> None:
+                 advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor, skip_empty_channels: bool = True) -> None:
         if agent.obs_scale == 1:
             obs = obs.float()
         self.channels: torch.Tensor | None = None
-        if obs.is_floating_point() and obs.dim() == 4 and agent.trunk_fn is None and isinstance(agent.trunk[0], torch.nn.Conv2d):
+        if skip_empty_channels and obs.is_floating_point() and obs.dim() == 4 and agent.trunk_fn is None and isinstance(agent.trunk[0], torch.nn.Conv2d):
             used = obs.amax(dim=(0, 2, 3)) != 0
             if bool(used.any()) and not bool(used.all()):
                 self.channels = used.nonzero().view(-1)
@@ -155,9 +155,13 @@ class PackedPolicy:
     :func:`sample_action`, another random stream).
     """
 
-    def __init__(self, agent: Any, game: int) -> None:
+    def __init__(self, agent: Any, game: int, used_channels: int | None = None) -> None:
+        """``used_channels``: the observations' channels from this one on are always zero (a MinAtar
+        game's, :attr:`envs.minatar.MinAtarVecEnv.used_channels`), so the first convolution skips them."""
         if not self.supports(agent):
             raise ValueError("PackedPolicy needs a fp32 trunk of 3x3 stride-1 convolutions and one Linear")
+        if used_channels is not None and used_channels < 1:
+            raise ValueError(f"used_channels={used_channels} is out of range: allowed >= 1 (or None: all)")
         layers = list(agent.trunk)
         convs = [m for m in layers if isinstance(m, torch.nn.Conv2d)]
         linear = next(m for m in layers if isinstance(m, torch.nn.Linear))
@@ -166,10 +170,11 @@ class PackedPolicy:
         self.convs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
         with torch.no_grad():
             channels_last_input = False  # observations arrive as (C, H, W); every conv's output as (H, W, C)
-            for conv in convs:
+            for i, conv in enumerate(convs):
                 out_h, out_w = height - 2, width - 2
-                index = _receptive_fields(channels, height, width, channels_last_input).to(conv.weight.device)
-                weight = conv.weight.reshape(conv.out_channels, -1).t().contiguous()  # rows in (c, dy, dx) order
+                used = channels if i > 0 or used_channels is None else min(used_channels, channels)
+                index = _receptive_fields(used, height, width, channels_last_input).to(conv.weight.device)
+                weight = conv.weight[:, :used].reshape(conv.out_channels, -1).t().contiguous()  # rows in (c, dy, dx) order
                 self.convs.append((index, weight, conv.bias.detach().clone(), out_h * out_w))
                 channels, height, width, channels_last_input = conv.out_channels, out_h, out_w, True
             columns = linear.weight.view(linear.out_features, channels, height, width).permute(0, 2, 3, 1)

@@ -39,7 +39,8 @@ from agents.evaluation import collect_observations, dormant_fraction, evaluate, 
 from agents.fastpath import FastPath, SplitEnv, progress_line
 from agents.lean import EpisodeLog, Minibatches, PackedPolicy
 from agents.methods_cli import retrain_start, task_context, with_method_flags
-from agents.ppo_math import build_optimizer, compute_gae, normalize_advantages, optimizer_covers, ppo_loss, set_lr
+from agents.ppo_math import (build_optimizer, compute_gae, normalize_advantages, optimizer_covers, ppo_loss,
+                             ppo_loss_autograd, set_lr)
 from agents.results import (
     RESULTS_FILE,
     RESULTS_FORMAT,
@@ -553,7 +554,7 @@ class Run:
                 set_lr(optimizer, lr)
 
                 # the weights are fixed until the update below, so the packed policy is built once per rollout
-                policy = PackedPolicy(agent, g) if packed else (lambda x: agent.act_and_value(x, g))
+                policy = PackedPolicy(agent, g, env.used_channels) if packed else (lambda x: agent.act_and_value(x, g))
                 with torch.inference_mode():  # no autograd bookkeeping; results written in place into the buffers
                     for step in range(args.num_steps):
                         # one group of all envs, or (--overlap-env) two halves: each infers while the other steps
@@ -592,31 +593,18 @@ class Run:
                             perm[start : start + self.minibatch_size])
                         if args.norm_adv and not batch_norm:
                             mb_adv = normalize_advantages(mb_adv)
-                        if args.fused_loss:  # the same loss and gradients as below, in one pass (agents/ppo_math.py)
+                        if args.fused_loss:  # the loss and its gradient in the logits and values in one pass
                             logits, newvalue = agent.logits_and_value(mb_obs, g, batch.channels)
                             ppo, stats = ppo_loss(logits, newvalue, mb_actions, mb_logprobs, mb_adv, mb_returns, mb_values,
                                                   clip_coef=args.clip_coef, clip_vloss=args.clip_vloss,
                                                   ent_coef=args.ent_coef, vf_coef=args.vf_coef)
-                            pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = stats.unbind()
-                            clipfracs.append(clipfrac)
-                        else:
+                        else:  # cleanrl's expression through autograd: the same numbers up to rounding
                             _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, g, mb_actions, batch.channels)
-                            logratio = newlogprob - mb_logprobs
-                            ratio = logratio.exp()
-                            with torch.no_grad():
-                                old_approx_kl = (-logratio).mean()
-                                approx_kl = ((ratio - 1) - logratio).mean()
-                                clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
-                            pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
-                            newvalue = newvalue.view(-1)
-                            if args.clip_vloss:
-                                v_unclipped = (newvalue - mb_returns) ** 2
-                                v_clipped = mb_values + torch.clamp(newvalue - mb_values, -args.clip_coef, args.clip_coef)
-                                v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - mb_returns) ** 2).mean()
-                            else:
-                                v_loss = 0.5 * ((newvalue - mb_returns) ** 2).mean()
-                            entropy_loss = entropy.mean()
-                            ppo = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                            ppo, stats = ppo_loss_autograd(newlogprob, entropy, newvalue, mb_logprobs, mb_adv, mb_returns,
+                                                           mb_values, clip_coef=args.clip_coef, clip_vloss=args.clip_vloss,
+                                                           ent_coef=args.ent_coef, vf_coef=args.vf_coef)
+                        pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = stats.unbind()
+                        clipfracs.append(clipfrac)
                         penalty = zero if fused else method.penalty()
                         loss = ppo + penalty
                         if fast.nonfinite(loss):

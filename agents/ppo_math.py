@@ -105,6 +105,32 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 __all__ = ("build_optimizer", "compute_gae", "normalize_advantages", "optimizer_covers", "set_lr")
 
 
+def ppo_loss_autograd(newlogprob: torch.Tensor, entropy: torch.Tensor, value: torch.Tensor, old_logprob: torch.Tensor,
+                      advantages: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor, *, clip_coef: float,
+                      clip_vloss: bool, ent_coef: float, vf_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cleanrl's PPO loss of one minibatch as a plain autograd expression (``--no-fused-loss``; the
+    reference :func:`ppo_loss` is tested against): the clipped surrogate, the (clipped) value loss
+    and the entropy bonus, and the same logging stats as :func:`ppo_loss`."""
+    logratio = newlogprob - old_logprob
+    ratio = logratio.exp()
+    with torch.no_grad():
+        old_approx_kl = (-logratio).mean()
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+    pg_loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
+    newvalue = value.view(-1)
+    if clip_vloss:
+        v_unclipped = (newvalue - returns) ** 2
+        v_clipped = old_values + torch.clamp(newvalue - old_values, -clip_coef, clip_coef)
+        v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - returns) ** 2).mean()
+    else:
+        v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
+    entropy_loss = entropy.mean()
+    loss = pg_loss - ent_coef * entropy_loss + v_loss * vf_coef
+    stats = torch.stack([pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac]).detach()
+    return loss, stats
+
+
 class PPOLoss(torch.autograd.Function):
     """cleanrl's PPO loss of one minibatch, ``pg_loss - ent_coef * entropy + vf_coef * v_loss``, and its
     gradient with respect to the actor's logits and the critic's values, both computed in the forward

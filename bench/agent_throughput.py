@@ -545,11 +545,87 @@ def candidates(args: BenchArgs) -> dict:
         rows["logging_16_episodes_per_episode"] = [_ms(per_episode, repeats // 4 or 1, clock=time.process_time)]
         rows["logging_16_episodes_per_update"] = [_ms(per_update, repeats // 4 or 1, clock=time.process_time)]
         writer.close()
+    rows.update(_third_round(repeats))
     report = {"what": "CPU milliseconds of this process, median; MinAtar trunk, one torch thread", "cpu": cpu_description(),
               "ms": {k: float(np.median(v)) for k, v in rows.items()}}
     for key, value in report["ms"].items():
         print(f"  {key:42s} {value:8.3f} ms")
     return report
+
+
+def _third_round(repeats: int) -> dict[str, list[float]]:
+    """Issue 19's third round, in CPU ms at one thread: one minibatch step as the loop runs it (take the
+    minibatch, normalize its advantages, forward, PPO loss, backward, clip, fused Adam) on a Breakout-like
+    batch (4 of the 10 input channels used) of 1024 observations, and the packed rollout policy with and
+    without skipping the game's unused channels. Each row adds one change to the row above it."""
+    from types import SimpleNamespace
+
+    from agents.fastpath import FastPath
+    from agents.lean import Minibatches, PackedPolicy, log_prob_entropy
+    from agents.network import Agent
+    from agents.ppo_math import normalize_advantages, ppo_loss, ppo_loss_autograd
+
+    torch.manual_seed(0)
+    agent = Agent((16,), 128, "minatar")
+    agent.add_head(3)
+    FastPath(SimpleNamespace(bf16="off", channels_last=True, overlap_env=False, fewer_syncs=True, num_envs=8,
+                             compile=False), torch.device("cpu")).apply(agent)
+    n = 1024
+    obs = torch.zeros(n, 10, 10, 10, dtype=torch.uint8)
+    obs[:, :4] = (torch.rand(n, 4, 10, 10) < 0.1).to(torch.uint8)
+    actions = torch.randint(0, 3, (n,))
+    with torch.no_grad():
+        logp, _ = log_prob_entropy(agent.logits_and_value(obs, 0)[0], actions)
+    cols = [logp + 0.1 * torch.randn(n), torch.randn(n), torch.randn(n), torch.randn(n)]  # ratios around the clip range
+    params = list(agent.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-6, eps=1e-5, fused=True)
+    coefs = dict(clip_coef=0.1, clip_vloss=True, ent_coef=0.01, vf_coef=0.5)
+
+    def step(take, fused_loss: bool, channels: torch.Tensor | None) -> Callable[[], None]:
+        perm = torch.randperm(n)
+
+        def run() -> None:
+            mb_obs, mb_actions, old_logprob, adv, returns, values = take(perm[:256])
+            adv = normalize_advantages(adv)
+            if fused_loss:
+                logits, value = agent.logits_and_value(mb_obs, 0, channels)
+                loss, _ = ppo_loss(logits, value, mb_actions, old_logprob, adv, returns, values, **coefs)
+            else:
+                _, newlogprob, entropy, value = agent.get_action_and_value(mb_obs, 0, mb_actions, channels)
+                loss, _ = ppo_loss_autograd(newlogprob, entropy, value, old_logprob, adv, returns, values, **coefs)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 0.5, foreach=True)
+            optimizer.step()
+        return run
+
+    def indexing(index: torch.Tensor) -> tuple[torch.Tensor, ...]:  # the second round's loop: one [index] per tensor
+        return obs[index], actions[index], cols[0][index], cols[1][index], cols[2][index], cols[3][index]
+
+    whole = Minibatches(agent, obs, actions, *cols, skip_empty_channels=False)
+    skipping = Minibatches(agent, obs, actions, *cols)
+    x = obs[:8]
+    packed, packed_used = PackedPolicy(agent, 0), PackedPolicy(agent, 0, 4)
+
+    def rollout(policy: PackedPolicy) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                policy(x)
+        return run
+
+    timings = {
+        "round3_minibatch_step_indexing_autograd_loss": step(indexing, False, None),
+        "round3_minibatch_step_minibatches_autograd_loss": step(whole.take, False, None),
+        "round3_minibatch_step_minibatches_fused_loss": step(whole.take, True, None),
+        "round3_minibatch_step_minibatches_fused_loss_used_channels": step(skipping.take, True, skipping.channels),
+        "round3_rollout_packed_all_channels": rollout(packed),
+        "round3_rollout_packed_used_channels": rollout(packed_used),
+    }
+    rows: dict[str, list[float]] = {}
+    for _ in range(5):  # interleaved passes; the median of all repetitions per part
+        for key, fn in timings.items():
+            rows.setdefault(key, []).append(_ms(fn, max(repeats // 5, 1), clock=time.process_time))
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -121,6 +121,8 @@ class MinAtarVecEnv:
         self._actions = np.asarray(self._envs[0].minimal_action_set(), dtype=np.int64)
         self.action_count = len(self._actions)
         self._channels = self._envs[0].state_shape()[2]
+        #: observation channels from this one on are always zero (this game fills only its leading channels)
+        self.used_channels: int = self._channels
         self._obs = np.zeros((num_envs,) + OBS_SHAPE, dtype=np.uint8)
         self._returns = np.zeros(num_envs, dtype=np.float64)
         self._lengths = np.zeros(num_envs, dtype=np.int64)

@@ -207,21 +207,25 @@ def test_inverse_cdf_sampling_follows_the_softmax_distribution_chi_square():
     np.testing.assert_allclose(logprobs.double().numpy(), np.log(p[draws.numpy()]), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("used_channels", [None, 4])
 @pytest.mark.parametrize("channels", [(16,), (8, 12)])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_packed_policy_gives_act_and_values_log_probabilities_and_values(channels, channels_last):
-    """Every game's head, one and two convolutions, both input layouts, and an obs_scale that is not 1:
-    log-probabilities of all actions and values equal the module path's up to float rounding."""
+def test_packed_policy_gives_act_and_values_log_probabilities_and_values(channels, channels_last, used_channels):
+    """Every game's head, one and two convolutions, both input layouts, an obs_scale that is not 1, and
+    observations whose channels from ``used_channels`` on are zero (a MinAtar game's, skipped by the first
+    convolution): log-probabilities of all actions and values equal the module path's up to float rounding."""
     torch.manual_seed(0)
     agent = Agent(channels, 128, "minatar")
     agent.add_head(3)
     agent.add_head(6)
     agent.memory_format = torch.channels_last if channels_last else torch.contiguous_format
     obs = (torch.rand(8, 10, 10, 10) < 0.3).to(torch.uint8)
+    if used_channels is not None:
+        obs[:, used_channels:] = 0
     for scale in (1, 0.5):
         agent.obs_scale = scale
         for game, actions in ((0, 3), (1, 6)):
-            packed = PackedPolicy(agent, game)
+            packed = PackedPolicy(agent, game, used_channels)
             with torch.inference_mode():
                 hidden = agent.features(obs)
                 expected_logp = torch.log_softmax(agent.heads[game][0](hidden), dim=-1)
@@ -239,8 +243,8 @@ def test_the_ppo_loop_builds_the_packed_policy_from_the_current_weights_at_every
     calls, builds = [], []
 
     class Checked(PackedPolicy):
-        def __init__(self, agent, game):
-            super().__init__(agent, game)
+        def __init__(self, agent, game, used_channels=None):
+            super().__init__(agent, game, used_channels)
             self.agent, self.game = agent, game
             builds.append(game)
 

@@ -51,6 +51,7 @@ def test_observations_are_padded_channels_first_and_actions_are_the_minimal_set(
         assert set(np.unique(obs)) <= {0, 1}
         seen |= obs.any(axis=(0, 2, 3))
     assert not seen[GAME_CHANNELS[game]:].any()  # padding channels stay empty
+    assert env.used_channels == GAME_CHANNELS[game]  # what the packed rollout policy relies on
     # the observation is the game's own state, channels first
     state = env._envs[0].state()
     assert np.array_equal(obs[0, : state.shape[2]], state.transpose(2, 0, 1))

@@ -1,8 +1,9 @@
 """The fused PPO loss (agents/ppo_math.py ``ppo_loss``, ``--fused-loss``): the same loss, logging
-stats and gradients as cleanrl's expression through autograd (the loop's ``--no-fused-loss``
-path), ties and clip edges included; its gradient against finite differences; and the PPO loop's
-two paths log the same losses. The minibatch taking (agents/lean.py ``Minibatches``) gives what
-plain indexing gives."""
+stats and gradients as cleanrl's expression through autograd (``ppo_loss_autograd``, the loop's
+``--no-fused-loss`` path), ties and clip edges included; its gradient against finite differences;
+and the PPO loop's two paths log the same losses. The minibatch taking (agents/lean.py
+``Minibatches``) gives what plain indexing gives, and skipping the batch's empty input channels
+changes neither loss nor gradients."""
 
 from __future__ import annotations
 
@@ -13,27 +14,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents import ppo_continual
 from agents.lean import Minibatches, log_prob_entropy
 from agents.network import Agent
-from agents.ppo_math import ppo_loss
+from agents.ppo_math import ppo_loss, ppo_loss_autograd
 
 
-def reference(logits, value, action, old_logprob, adv, returns, old_values, clip_coef, clip_vloss, ent_coef, vf_coef):
-    """cleanrl's loss, as the loop spells it out under --no-fused-loss."""
+def reference(logits, value, action, old_logprob, adv, returns, old_values, **coefs):
+    """cleanrl's loss through autograd, as the loop runs it under --no-fused-loss."""
     newlogprob, entropy = log_prob_entropy(logits, action)
-    logratio = newlogprob - old_logprob
-    ratio = logratio.exp()
-    pg_loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
-    newvalue = value.view(-1)
-    if clip_vloss:
-        v_unclipped = (newvalue - returns) ** 2
-        v_clipped = old_values + torch.clamp(newvalue - old_values, -clip_coef, clip_coef)
-        v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - returns) ** 2).mean()
-    else:
-        v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
-    loss = pg_loss - ent_coef * entropy.mean() + v_loss * vf_coef
-    with torch.no_grad():
-        stats = torch.stack([pg_loss, v_loss, entropy.mean(), (-logratio).mean(), ((ratio - 1) - logratio).mean(),
-                             ((ratio - 1.0).abs() > clip_coef).float().mean()])
-    return loss, stats
+    return ppo_loss_autograd(newlogprob, entropy, value, old_logprob, adv, returns, old_values, **coefs)
 
 
 def batch(seed: int, n: int = 256, actions: int = 5, dtype=torch.float32):
@@ -140,3 +127,48 @@ def test_the_loops_fused_and_plain_losses_log_the_same_numbers(tmp_path):
         assert len(fused) == len(plain) == 2
         torch.testing.assert_close(torch.tensor(fused), torch.tensor(plain), rtol=2e-3, atol=1e-6, msg=tag)
     assert scalars(tmp_path / "fused", "losses/value_loss")[0] > 0
+
+
+@pytest.mark.parametrize("used", [[0, 1, 2, 3], [1, 5, 9]])
+def test_skipping_the_batchs_empty_channels_gives_the_same_loss_and_gradients(used):
+    """Minibatches drops input channels that are zero in the whole batch; the first convolution then
+    runs on the kept ones. Loss and every gradient equal the full convolution's (the absent channels'
+    weights get a zero gradient either way)."""
+    torch.manual_seed(4)
+    agent = Agent((16,), 128, "minatar")
+    agent.add_head(3)
+    agent.memory_format = torch.channels_last
+    obs = torch.zeros(64, 10, 10, 10, dtype=torch.uint8)
+    obs[:, used] = (torch.rand(64, len(used), 10, 10) < 0.2).to(torch.uint8)
+    actions = torch.randint(0, 3, (64,))
+    cols = [-torch.rand(64), torch.randn(64), torch.randn(64), torch.randn(64)]
+    batch = Minibatches(agent, obs, actions, *cols)
+    assert batch.channels.tolist() == used and batch.obs.shape[-1] == len(used)
+    index = torch.randperm(64)[:32]
+    results = []
+    for channels in (batch.channels, None):
+        taken = batch.take(index) if channels is not None else Minibatches(agent, obs, actions, *cols).take(index)
+        if channels is None:
+            taken = (obs[index].float().contiguous(memory_format=torch.channels_last),) + taken[1:]
+        agent.zero_grad()
+        logits, value = agent.logits_and_value(taken[0], 0, channels)
+        loss, _ = ppo_loss(logits, value, *taken[1:], clip_coef=0.1, clip_vloss=True, ent_coef=0.01, vf_coef=0.5)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in agent.parameters() if p.grad is not None]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-6, atol=1e-7)
+    assert len(grads_a) == len(grads_b)
+    for ga, gb in zip(grads_a, grads_b):
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-7)
+    conv_grad = grads_a[0]
+    absent = [c for c in range(10) if c not in used]
+    assert conv_grad[:, absent].abs().max() == 0 and conv_grad[:, used].abs().max() > 0
+
+
+def test_a_batch_with_every_channel_used_or_none_keeps_them_all():
+    agent = Agent((16,), 128, "minatar")
+    agent.memory_format = torch.channels_last
+    cols = [torch.zeros(4)] * 4
+    for obs in (torch.ones(4, 10, 10, 10, dtype=torch.uint8), torch.zeros(4, 10, 10, 10, dtype=torch.uint8)):
+        batch = Minibatches(agent, obs, torch.zeros(4, dtype=torch.long), *cols)
+        assert batch.channels is None and batch.obs.shape[-1] == 10
