@@ -114,7 +114,8 @@ class Minibatches:
     Input channels that are zero in the whole batch are dropped from these float observations and
     listed in ``channels`` (the ones kept), for the trunk's first convolution to skip
     (:meth:`agents.network.Agent.run_trunk`): a MinAtar game fills only its own leading channels of
-    the shared 10 (Breakout 4), and their zeros add nothing to the convolution or its gradient.
+    the shared 10 (Breakout 4), and their zeros add nothing to the convolution or its gradient. (Not
+    where the first convolution has forward hooks, which would see a call with fewer channels.)
     """
 
     def __init__(self, agent: Any, obs: torch.Tensor, actions: torch.Tensor, logprobs: torch.Tensor,
@@ -122,7 +123,9 @@ class Minibatches:
         if agent.obs_scale == 1:
             obs = obs.float()
         self.channels: torch.Tensor | None = None
-        if skip_empty_channels and obs.is_floating_point() and obs.dim() == 4 and agent.trunk_fn is None and isinstance(agent.trunk[0], torch.nn.Conv2d):
+        first = agent.trunk[0]
+        plain_conv = isinstance(first, torch.nn.Conv2d) and not (first._forward_hooks or first._forward_pre_hooks)
+        if skip_empty_channels and plain_conv and obs.is_floating_point() and obs.dim() == 4 and agent.trunk_fn is None:
             used = obs.amax(dim=(0, 2, 3)) != 0
             if bool(used.any()) and not bool(used.all()):
                 self.channels = used.nonzero().view(-1)
