@@ -209,8 +209,8 @@ class Args:
     float rounding, actions from the same distribution; ignored where the trunk is not MinAtar's fp32 one"""
     fused_loss: bool = True
     """the PPO loss and its gradient in the actor's logits and the critic's values computed in one pass
-    (agents/ppo_math.py `ppo_loss`), instead of autograd's graph of the expression the loop spells out under
-    `--no-fused-loss`: the same loss and gradients up to float rounding (tests/test_ppo_math.py)"""
+    (agents/ppo_math.py `ppo_loss`); off: cleanrl's expression through autograd (`ppo_loss_autograd`). The same
+    loss and gradients up to float rounding (tests/test_ppo_math.py)"""
     fused_adam: bool = True
     """Adam as one fused kernel (`fused=True`) and the gradient-norm clip as multi-tensor kernels, instead of a
     Python loop over parameters: the same update up to float rounding (tests/test_lean.py)"""
