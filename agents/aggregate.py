@@ -45,6 +45,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tyro
 
+from agents.plot_continual import steps_axis
 from agents.results import (Stats, best_evaluations, boundary_evaluations, games_done, load_results, mean_of, normalized,
                             pooled, run_ratios, save_figure_atomic, score_matrix, write_json_atomic, write_text_atomic)
 
@@ -365,7 +366,7 @@ def draw(runs: Sequence[RunRecord], summary: dict[str, Any], out: str) -> None:
         ax.fill_between(steps, cis[:, 1], cis[:, 2], color=f"C{k}", alpha=0.2)
     for i in range(1, len(games)):
         ax.axvline(i * runs[0].steps_per_game, color="grey", lw=0.5, ls="--")
-    ax.set_xlabel("environment steps")
+    steps_axis(ax)
     ax.set_ylabel("accumulated normalized return")
     ax.set_title("(a) sum over games of (score - random) / (fine-tuning best - random)", fontsize=9)
     ax.legend(fontsize=8)

@@ -101,6 +101,22 @@ def table(summaries: Sequence[RunSummary]) -> list[list[str]]:
     return rows
 
 
+def compact_steps(value: float, _position: Any = None) -> str:
+    """A step count as a short tick label (``300k``, ``1.5M``), so a timeline's ticks do not run together."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g}{suffix}"
+    return f"{value:.4g}"
+
+
+def steps_axis(ax: Any) -> None:
+    """Label ``ax``'s x axis as environment steps with compact ticks."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xlabel("environment steps")
+    ax.xaxis.set_major_formatter(FuncFormatter(compact_steps))
+
+
 def draw(summaries: Sequence[RunSummary], out: str, reference_label: str) -> None:
     import matplotlib
 
@@ -113,7 +129,7 @@ def draw(summaries: Sequence[RunSummary], out: str, reference_label: str) -> Non
         ax.plot(s.steps, s.accumulated, marker=".", label=f"{s.label} ({s.method})")
     for b in summaries[0].boundaries:
         ax.axvline(b, color="grey", lw=0.5, ls="--")
-    ax.set_xlabel("environment steps")
+    steps_axis(ax)
     ax.set_ylabel("accumulated normalized return")
     ax.set_title(f"(a) normalized by {reference_label}'s best score per game")
     ax.legend(fontsize=8)

@@ -355,3 +355,11 @@ def test_cli_reads_a_sweep_directory_leaves_out_unfinished_runs_and_refuses_bad_
     assert aggregate.main([str(sweep / "finetune_seed1"), "--labels", "a", "b"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "not a sweep's state file" in err and "--labels has 2 entries for 1 runs" in err
+
+
+def test_timeline_ticks_are_compact_step_counts():
+    """Figure 7's step axis: 900000 as '900k', not a seven-digit label that runs into the next one."""
+    from agents.plot_continual import compact_steps
+
+    assert [compact_steps(v) for v in (0, 512, 300_000, 900_000, 1_500_000, 80_000_000, 2.5e9)] == [
+        "0", "512", "300k", "900k", "1.5M", "80M", "2.5G"]
