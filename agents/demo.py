@@ -1,4 +1,4 @@
-"""`make demo`: a real continual run on three MinAtar games, about 6 minutes on 2 idle CPU cores.
+"""`make demo`: a real continual run on three MinAtar games, about 5 minutes on 2 idle CPU cores.
 
 Trains fine-tuning (the reference that normalizes returns, paper Figure 7) and AGS-CL on the
 same games with the same budget, side by side (one core each), then draws Figure 7 from
