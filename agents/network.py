@@ -123,13 +123,11 @@ class Agent(nn.Module):
         """The policy's action (sampled when ``action`` is None), its log-probability, the policy's
         entropy and the value: ``Categorical(logits=...)``'s numbers, bit for bit (agents/lean.py);
         ``channels``: see :meth:`run_trunk`."""
-        hidden = self.features(x, channels)
-        actor, critic = self.heads[game]
-        logits = actor(hidden)
+        logits, value = self.logits_and_value(x, game, channels)
         if action is None:
             action = sample_action(logits)[0]
         logprob, entropy = log_prob_entropy(logits, action)
-        return action, logprob, entropy, critic(hidden)
+        return action, logprob, entropy, value
 
     def act_and_value(self, x: torch.Tensor, game: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rollout's call: a sampled action, its log-probability and the value (no entropy);

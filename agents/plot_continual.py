@@ -101,20 +101,23 @@ def table(summaries: Sequence[RunSummary]) -> list[list[str]]:
     return rows
 
 
-def compact_steps(value: float, _position: Any = None) -> str:
-    """A step count as a short tick label (``300k``, ``1.5M``), so a timeline's ticks do not run together."""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.4g}{suffix}"
-    return f"{value:.4g}"
+def steps_formatter() -> Any:
+    """Tick labels for step counts, ``300k``, ``1.5M`` (matplotlib's engineering notation), so that a
+    timeline's ticks do not run together."""
+    from matplotlib.ticker import EngFormatter
+
+    return EngFormatter(sep="")
+
+
+def compact_steps(value: float) -> str:
+    """One step count as :func:`steps_formatter` labels it."""
+    return steps_formatter()(value)
 
 
 def steps_axis(ax: Any) -> None:
-    """Label ``ax``'s x axis as environment steps with compact ticks."""
-    from matplotlib.ticker import FuncFormatter
-
+    """Label ``ax``'s x axis as environment steps with :func:`steps_formatter`'s ticks."""
     ax.set_xlabel("environment steps")
-    ax.xaxis.set_major_formatter(FuncFormatter(compact_steps))
+    ax.xaxis.set_major_formatter(steps_formatter())
 
 
 def draw(summaries: Sequence[RunSummary], out: str, reference_label: str) -> None:

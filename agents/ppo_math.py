@@ -11,7 +11,8 @@
   of this project) or one Adam over the trunk and every head for the whole sequence, its
   state carried from game to game (the authors' code, ``--no-optimizer-per-game``);
 - :func:`ppo_loss`: the minibatch's PPO loss with its gradient in the logits and values computed in
-  one pass (``--fused-loss``), the same numbers as the loop's plain expression up to rounding.
+  one pass (``--fused-loss``), the same numbers up to rounding as :func:`ppo_loss_autograd`, cleanrl's
+  expression through autograd (``--no-fused-loss``).
 """
 
 from __future__ import annotations
@@ -102,9 +103,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-__all__ = ("build_optimizer", "compute_gae", "normalize_advantages", "optimizer_covers", "set_lr")
-
-
 def ppo_loss_autograd(newlogprob: torch.Tensor, entropy: torch.Tensor, value: torch.Tensor, old_logprob: torch.Tensor,
                       advantages: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor, *, clip_coef: float,
                       clip_vloss: bool, ent_coef: float, vf_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,10 +134,10 @@ class PPOLoss(torch.autograd.Function):
     gradient with respect to the actor's logits and the critic's values, both computed in the forward
     pass (about 30 tensor operations), instead of autograd's graph of about 70 small ones.
 
-    The gradient follows autograd's conventions for the reference expression (the loop's
-    ``--no-fused-loss`` path): ``max`` splits a tie in half, ``clamp`` passes its closed range. The
-    surrogate's two terms tie exactly where the ratio is inside the clip range (the clamp returns the
-    ratio itself), so there the whole gradient flows. Logits must be finite (the actor's are). Also
+    The gradient follows autograd's conventions for the reference expression
+    (:func:`ppo_loss_autograd`, the loop's ``--no-fused-loss`` path): ``max`` splits a tie in half,
+    ``clamp`` passes its closed range. The surrogate's two terms tie exactly where the ratio is inside
+    the clip range (the clamp returns the ratio itself), so there the whole gradient flows. Logits must be finite (the actor's are). Also
     returns, without gradient, ``(pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac)`` for
     logging, computed as cleanrl does. Use it through :func:`ppo_loss`.
     """
@@ -207,3 +205,7 @@ def ppo_loss(logits: torch.Tensor, value: torch.Tensor, action: torch.Tensor, ol
     ``advantages`` are used as given (normalize them first where the run does)."""
     return PPOLoss.apply(logits, value, action, old_logprob, advantages, returns, old_values,
                          clip_coef, clip_vloss, ent_coef, vf_coef)
+
+
+__all__ = ("PPOLoss", "build_optimizer", "compute_gae", "normalize_advantages", "optimizer_covers", "ppo_loss",
+           "ppo_loss_autograd", "set_lr")

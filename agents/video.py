@@ -79,7 +79,7 @@ def play_minatar(game: str, policy: Callable[[np.ndarray], np.ndarray], seed: in
     from envs.minatar import MinAtarVecEnv
 
     with MinAtarVecEnv(game, 1, seed=seed, train=False, max_episode_steps=max_steps) as env:
-        channels = env._channels
+        channels = env.used_channels
         obs = env.reset()
         frames = [minatar_frame(obs[0, :channels])]
         while True:

@@ -120,16 +120,15 @@ class MinAtarVecEnv:
             env.seed((seed * 1_000 + i) % 2**32)
         self._actions = np.asarray(self._envs[0].minimal_action_set(), dtype=np.int64)
         self.action_count = len(self._actions)
-        self._channels = self._envs[0].state_shape()[2]
         #: observation channels from this one on are always zero (this game fills only its leading channels)
-        self.used_channels: int = self._channels
+        self.used_channels: int = self._envs[0].state_shape()[2]
         self._obs = np.zeros((num_envs,) + OBS_SHAPE, dtype=np.uint8)
         self._returns = np.zeros(num_envs, dtype=np.float64)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
 
     def _write_obs(self, i: int) -> None:
         # state() is (10, 10, C) bool; channels first, padded with zeros up to CHANNELS.
-        self._obs[i, : self._channels] = self._envs[i].state().transpose(2, 0, 1)
+        self._obs[i, : self.used_channels] = self._envs[i].state().transpose(2, 0, 1)
 
     def reset(self) -> np.ndarray:
         """Start a new game in every copy."""
