@@ -2,6 +2,7 @@
 
     python bench/continual_minatar.py                 # the 3-game table: about an hour on 2 cores
     python bench/continual_minatar.py --sequence all  # all five games: hours; resumes where it stopped
+    python bench/continual_minatar.py --sequence all --trunk wide  # the five games, trunk twice as wide
     python bench/continual_minatar.py --smoke         # the pipeline in about a minute (CI size)
 
 Every (method, seed) is one ordinary run of ``agents/ppo_continual.py --suite minatar``, run as
@@ -85,11 +86,25 @@ SEQUENCES: dict[str, dict[str, object]] = {
 }
 
 
+#: Trunk sizes: the agent's flags and the output stem's suffix. ``wide`` doubles every trunk layer
+#: of the suite's (32 conv channels, 256 fc units: 288 nodes instead of 144); every method setting
+#: stays as it is (lambda and mu are not re-tuned for the wider trunk). ``wide`` replaces the
+#: ablation row by PackNet, the method that led at width 1.
+TRUNKS: dict[str, dict[str, object]] = {
+    "suite": dict(flags=(), suffix="", methods=None),
+    "wide": dict(flags=("--width", "2", "--hidden", "256"), suffix="_wide",
+                 methods=("finetune", "ewc", "mas", "agscl_mu4", "packnet")),
+}
+
+
 @dataclass
 class BenchArgs:
     sequence: Literal["interfere", "all"] = "interfere"
     """the MinAtar sequence: `interfere` (Breakout SpaceInvaders Freeway, the 3-game table) or `all` (the five games:
     the 3-game sequence, then Asterix and Seaquest)"""
+    trunk: Literal["suite", "wide"] = "suite"
+    """the shared trunk: `suite` (16 conv channels, 128 fc units) or `wide` (twice as wide in every layer:
+    --width 2 --hidden 256); wide adds _wide to the output stem"""
     games: Optional[tuple[str, ...]] = None
     """games in order, instead of the sequence's"""
     methods: Optional[tuple[str, ...]] = None
@@ -119,7 +134,8 @@ def spec(args: BenchArgs) -> Spec:
     """The benchmark as a sweep: each label a variant (a method with its fixed flags), same seeds."""
     flags = ["--suite", "minatar", "--games", *args.games, "--steps-per-game", *map(str, args.steps_per_game),
              "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
-             "--random-episodes", str(args.eval_episodes), "--eval-envs", "16", "--torch-threads", "1"]
+             "--random-episodes", str(args.eval_episodes), "--eval-envs", "16", "--torch-threads", "1",
+             *TRUNKS[args.trunk]["flags"]]
     if args.smoke:
         flags += ["--num-envs", "4", "--num-steps", "64", "--eval-max-frames", "500", "--importance-obs", "256"]
     variants = {label: METHODS[label] for label in args.methods}
@@ -128,28 +144,51 @@ def spec(args: BenchArgs) -> Spec:
     return Spec("rl", list(args.methods), list(args.seeds), flags=flags, variants=variants, reference=False)
 
 
+def check(args: BenchArgs) -> str | None:
+    """The first bad value among methods, games, steps, seeds and evaluation, as one line, or None."""
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown or "finetune" not in args.methods:
+        return (f"--methods must include finetune and only use {', '.join(METHODS)} "
+                f"(got {' '.join(args.methods)})")
+    from envs.suites import get_suite
+    try:
+        get_suite("minatar").resolve_games(args.games)
+    except ValueError as exc:
+        return f"--games: {exc}"
+    if len(args.steps_per_game) not in (1, len(args.games)):
+        return (f"--steps-per-game takes one value or one per game ({len(args.games)}), "
+                f"got {' '.join(map(str, args.steps_per_game))}")
+    bad_steps = [s for s in args.steps_per_game if s <= 0]
+    if bad_steps:
+        return f"--steps-per-game must be positive, got {' '.join(map(str, args.steps_per_game))}"
+    if not args.seeds:
+        return "--seeds needs at least one seed"
+    if args.eval_every < 0 or args.eval_episodes <= 0:
+        return (f"--eval-every must be 0 or more and --eval-episodes positive "
+                f"(got {args.eval_every}, {args.eval_episodes})")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(BenchArgs, args=argv, description=__doc__.split("\n\n")[0])
     seq = SEQUENCES[args.sequence]
     args.games = args.games or seq["games"]  # type: ignore[assignment]
     args.steps_per_game = args.steps_per_game or seq["steps"]  # type: ignore[assignment]
     args.eval_every = seq["eval_every"] if args.eval_every is None else args.eval_every  # type: ignore[assignment]
-    args.name = args.name or str(seq["name"]) + ("_smoke" if args.smoke else "")
-    args.methods = args.methods or seq["methods"]  # type: ignore[assignment]
+    trunk = TRUNKS[args.trunk]
+    args.name = args.name or str(seq["name"]) + str(trunk["suffix"]) + ("_smoke" if args.smoke else "")
+    explicit_methods = args.methods
+    args.methods = args.methods or trunk["methods"] or seq["methods"]  # type: ignore[assignment]
+    error = check(args)  # what the user gave, before the smoke size replaces any of it
+    if error:
+        print(f"continual_minatar: error: {error}", file=sys.stderr)
+        return 2
     if args.smoke:
         args.games, args.seeds = args.games[:2], args.seeds[:2]
-        args.methods = tuple(m for m in args.methods if m in ("finetune", "ewc", "agscl"))
+        if explicit_methods is None:  # the sequence's methods, cut to the smoke's three
+            args.methods = tuple(m for m in args.methods if m in ("finetune", "ewc", "agscl"))
         args.steps_per_game, args.eval_every, args.eval_episodes = (2048,), 1024, 4
     args.runs_dir = args.runs_dir or os.path.join("runs", args.name)
-    if len(args.steps_per_game) not in (1, len(args.games)):
-        print(f"continual_minatar: error: --steps-per-game takes one value or one per game ({len(args.games)}), "
-              f"got {' '.join(map(str, args.steps_per_game))}", file=sys.stderr)
-        return 2
-    unknown = [m for m in args.methods if m not in METHODS]
-    if unknown or "finetune" not in args.methods:
-        print(f"continual_minatar: error: --methods must include finetune and only use {', '.join(METHODS)} "
-              f"(got {' '.join(args.methods)})", file=sys.stderr)
-        return 2
     try:
         import minatar  # noqa: F401
     except ImportError:
@@ -176,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, summary = aggregate([t.run_dir for t in result.trials], [t.label for t in result.trials], improver=improver)
     summary["command"] = "python bench/continual_minatar.py " + " ".join(argv if argv is not None else sys.argv[1:])
     summary["wall_seconds"] = time.time() - t0
-    summary["settings"] = {"games": list(args.games), "seeds": list(args.seeds), "steps_per_game": list(args.steps_per_game),
+    summary["settings"] = {"trunk": args.trunk, "trunk_flags": list(trunk["flags"]), "games": list(args.games), "seeds": list(args.seeds), "steps_per_game": list(args.steps_per_game),
                            "methods": {m: ["--method", METHODS[m][0], *METHODS[m][1]] for m in args.methods},
                            "engine": result.engine}
     summary["machine"] = {**machine(), "torch_threads": 1}  # every run: --torch-threads 1, one CPU

@@ -97,22 +97,24 @@ def test_unfinished_or_reference_less_grids_are_refused(tmp_path):
 def test_benchmark_smoke_runs_end_to_end(tmp_path):
     pytest.importorskip("minatar")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, os.path.join(root, "bench", "continual_minatar.py"), "--smoke",
-                          "--methods", "finetune", "agscl", "--runs-dir", str(tmp_path / "runs"),
-                          "--out-dir", str(tmp_path / "out")], cwd=root, capture_output=True, text=True, timeout=600)
+    bench = [sys.executable, os.path.join(root, "bench", "continual_minatar.py"), "--smoke", "--trunk", "wide",
+             "--methods", "finetune", "agscl", "--runs-dir", str(tmp_path / "runs")]
+    out = subprocess.run([*bench, "--out-dir", str(tmp_path / "out")], cwd=root, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    summary = json.loads((tmp_path / "out" / "continual_minatar_smoke.json").read_text())
+    summary = json.loads((tmp_path / "out" / "continual_minatar_wide_smoke.json").read_text())
     assert set(summary["methods"]) == {"finetune", "agscl"}
     assert all(len(m["seeds"]) == 2 for m in summary["methods"].values())
-    assert (tmp_path / "out" / "continual_minatar_smoke.png").read_bytes()[:4] == b"\x89PNG"
-    assert "accumulated normalized return" in (tmp_path / "out" / "continual_minatar_smoke.md").read_text()
+    assert summary["settings"]["trunk"] == "wide"
+    assert (tmp_path / "out" / "continual_minatar_wide_smoke.png").read_bytes()[:4] == b"\x89PNG"
+    assert "accumulated normalized return" in (tmp_path / "out" / "continual_minatar_wide_smoke.md").read_text()
+    # --trunk wide trained the doubled trunk: 32 conv channels, 256 fc units in every run's config
+    configs = [json.loads(p.read_text())["config"] for p in (tmp_path / "runs").glob("*/results.json")]
+    assert len(configs) == 4 and all((c["width"], c["hidden"]) == (2, 256) for c in configs)
     # a second start skips every finished run and aggregates the same table
-    again = subprocess.run([sys.executable, os.path.join(root, "bench", "continual_minatar.py"), "--smoke",
-                            "--methods", "finetune", "agscl", "--runs-dir", str(tmp_path / "runs"),
-                            "--out-dir", str(tmp_path / "out2")], cwd=root, capture_output=True, text=True, timeout=600)
+    again = subprocess.run([*bench, "--out-dir", str(tmp_path / "out2")], cwd=root, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "4 runs (4 finished earlier, skipped)" in again.stdout and ": running" not in again.stderr
-    assert json.loads((tmp_path / "out2" / "continual_minatar_smoke.json").read_text())["methods"] == summary["methods"]
+    assert json.loads((tmp_path / "out2" / "continual_minatar_wide_smoke.json").read_text())["methods"] == summary["methods"]
 
 
 # ---------------------------------------------------------------------------------------------
