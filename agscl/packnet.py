@@ -3,14 +3,23 @@
 Each trunk weight has an owner: no task yet (free), or the task that kept it. A task trains
 every free weight (the weights of earlier tasks are used but frozen); when its retraining phase
 begins (the last ``retrain_fraction`` of its steps or epochs) the learner calls
-:meth:`PackNet.prune`, which keeps the largest-magnitude ``keep`` fraction of the free weights,
-per layer, and sets the others exactly to 0; the learner resets its optimizer and retrains the
+:meth:`PackNet.prune`, which keeps the largest-magnitude ``keep`` fraction of the free weights
+that the task trained (those that received a non-zero gradient during the task), per layer, and
+sets the others exactly to 0; the learner resets its optimizer and retrains the
 kept weights while the pruned ones stay 0. At :meth:`end_task` the kept weights become the
 task's own and are bit-exact from then on: :meth:`after_step` writes them back after every
 optimizer step (and their gradients are zeroed first, so they take no share of gradient
 clipping), so neither the gradient nor Adam's momentum can move them. The default ``keep`` is
 ``1 / (tasks left + 1)`` (Continual World's rule): with N tasks each gets about 1/N of the trunk,
-and the last task keeps everything that is still free.
+and the last task keeps everything that is still free. The last task never prunes, whatever
+``keep`` says (Continual World's rule too): capacity it gave up could serve no later task.
+
+Only trained weights compete for a task's share. A weight whose gradient was exactly 0 at every
+step of a task (a MinAtar game fills only its leading input channels of the shared ten, so the
+first convolution's weights on the others never train) still holds its initial value; ranked by
+magnitude beside trained weights it would often be kept, freezing a random value on a channel a
+later game needs. Such weights stay free (and are set to 0 with the other weights the task
+does not keep), so the next task trains them.
 
 Evaluation of task j (:meth:`use_task`) reads only the weights owned by tasks 0..j (all others
 as 0), so later tasks cannot change an earlier task's function; the task being trained also
@@ -80,6 +89,9 @@ class PackNet(ContinualMethod):
             raise ValueError("the trunk has no weight matrices or filters for PackNet to split between tasks")
         device = module_device(trunk)
         self.owner = [torch.zeros(p.shape, dtype=torch.uint8, device=device) for n, p in named if p.dim() >= 2]
+        #: per weight: received a non-zero gradient since the current task began (prune's candidates)
+        self.trained = [torch.zeros(p.shape, dtype=torch.bool, device=device) for n, p in named if p.dim() >= 2]
+        self._trained_of = dict(zip(self.names, self.trained))
         self.pruned_task: int | None = None  # the task whose pruning happened and whose end has not come yet
         self._fixed: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # name -> (mask, values)
         self._handles = [p.register_hook(self._grad_hook(n)) for n, p in named]
@@ -91,13 +103,20 @@ class PackNet(ContinualMethod):
     def _grad_hook(self, name: str):
         def hook(grad: torch.Tensor) -> torch.Tensor:
             fixed = None if self._fixed is None else self._fixed.get(name)
-            return grad if fixed is None else grad.masked_fill(fixed[0], 0.0)
+            if fixed is not None:
+                grad = grad.masked_fill(fixed[0], 0.0)
+            trained = self._trained_of.get(name)
+            if trained is not None:
+                trained.logical_or_(grad != 0)
+            return grad
         return hook
 
     def keep_fraction(self, task: int) -> float:
         """The fraction of the free weights ``task`` keeps: ``keep``, or ``1/(tasks left + 1)``."""
         if not 0 <= task < self.num_tasks:
             raise ValueError(f"task {task} is out of range: PackNet was built for num_tasks={self.num_tasks} (ids 0..{self.num_tasks - 1})")
+        if task == self.num_tasks - 1:
+            return 1.0  # the last task never prunes: nothing after it could use what it gave up
         return self.keep if self.keep > 0 else 1.0 / (self.num_tasks - task)
 
     @torch.no_grad()
@@ -122,6 +141,9 @@ class PackNet(ContinualMethod):
     # -- hooks -----------------------------------------------------------------------------
     def begin_task(self, task: int) -> None:
         self.keep_fraction(task)  # range check
+        if task != self.task:  # a resumed run re-enters its task with what it trained so far
+            for trained in self.trained:
+                trained.zero_()
         super().begin_task(task)
         self._refresh_fixed()
 
@@ -137,8 +159,9 @@ class PackNet(ContinualMethod):
 
     @torch.no_grad()
     def prune(self, task: int) -> None:
-        """Keep the largest-magnitude :meth:`keep_fraction` of each layer's free weights (exactly
-        ``round(fraction * free)`` of them) for ``task`` and set the rest exactly to 0. Called by
+        """Keep the largest-magnitude :meth:`keep_fraction` of each layer's free weights that the
+        task trained (exactly ``round(fraction * trained free)`` of them) for ``task`` and set the
+        other free weights exactly to 0 (they stay free). Called by
         the learner when the retraining phase begins (then it resets its optimizer); a second
         call for the same task does nothing, so a resumed run may call it again."""
         if self.pruned_task == task:
@@ -147,9 +170,9 @@ class PackNet(ContinualMethod):
             raise RuntimeError(f"prune({task}) while task {self.pruned_task} is pruned and not ended")
         fraction = self.keep_fraction(task)
         params = self._params()
-        for name, owner in zip(self.names, self.owner):
+        for name, owner, trained in zip(self.names, self.owner, self.trained):
             p = params[name]
-            free = owner == FREE
+            free = (owner == FREE) & trained
             free_index = free.reshape(-1).nonzero().squeeze(1)
             count = int(round(fraction * free_index.numel()))
             magnitude = p.detach().abs().reshape(-1)[free_index]
@@ -213,7 +236,8 @@ class PackNet(ContinualMethod):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(hparams={"num_tasks": self.num_tasks, "keep": self.keep, "retrain_fraction": self.retrain_fraction},
-                     names=list(self.names), owner=[o.clone() for o in self.owner], pruned_task=self.pruned_task)
+                     names=list(self.names), owner=[o.clone() for o in self.owner], pruned_task=self.pruned_task,
+                     trained=[t.clone() for t in self.trained])
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -226,4 +250,8 @@ class PackNet(ContinualMethod):
         device = module_device(self.trunk)
         self.owner = [o.to(device=device, dtype=torch.uint8).clone() for o in state["owner"]]
         self.pruned_task = state["pruned_task"]
+        # a state saved before ``trained`` was kept: every weight counts as trained (the old rule)
+        saved = state.get("trained") or [torch.ones_like(o, dtype=torch.bool) for o in self.owner]
+        self.trained = [t.to(device=device, dtype=torch.bool).clone() for t in saved]
+        self._trained_of = dict(zip(self.names, self.trained))
         self._refresh_fixed()

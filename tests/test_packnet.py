@@ -120,10 +120,12 @@ def test_pruning_keeps_exactly_the_requested_count_of_largest_free_weights(keep)
         with torch.no_grad():  # a task's training: new values on the free weights
             for w, owner in zip(weights(trunk), method.owner):
                 w.copy_(torch.where(owner == 0, torch.randn_like(w), w))
+        sum((w * w).sum() for w in weights(trunk)).backward()  # and a non-zero gradient on every weight
         free_before = [(o == 0).clone() for o in method.owner]
         values_before = [w.detach().clone() for w in weights(trunk)]
         method.prune(task)
-        fraction = keep if keep else 1.0 / (3 - task)  # Continual World's rule: 1 / (tasks left + 1)
+        # Continual World's rules: 1 / (tasks left + 1), and the last task keeps all that is free
+        fraction = 1.0 if task == 2 else keep if keep else 1.0 / (3 - task)
         for w, owner, free, before in zip(weights(trunk), method.owner, free_before, values_before):
             n_free = int(free.sum())
             expected = int(round(fraction * n_free))
@@ -150,13 +152,22 @@ def test_statistics_free_fraction_and_one_byte_per_weight():
     assert method.statistics()["free_fraction"] == 1.0 and method.stored_bytes() == n
     free = []
     for task in range(3):
+        free_before = [(o == 0).clone() for o in method.owner]
         learn_task(method, trunk, heads, task, steps=10)
         stats = method.statistics()
         free.append(stats["free_fraction"])
         assert stats["stored_bytes"] == n and stats["stored_floats"] == 0
         owned = sum(stats[f"owned_fraction_task{k}"] for k in range(task + 1))
         assert abs(owned + stats["free_fraction"] - 1.0) < 1e-12
-    assert abs(free[0] - 2 / 3) < 0.02 and abs(free[1] - 1 / 3) < 0.02 and free[2] == 0.0
+        # the task kept 1 / (tasks left + 1) of the free weights it trained (a dead ReLU unit's
+        # weights get no gradient and stay free), all of them on the last task
+        share = 1.0 / (3 - task)
+        expected = sum(round(share * int((fb & t).sum())) for fb, t in zip(free_before, method.trained))
+        assert sum(int((o == task + 1).sum()) for o in method.owner) == expected
+        assert abs(stats[f"owned_fraction_task{task}"] - expected / n) < 1e-12
+    # what stays free after the last task is exactly what it never trained
+    assert free[2] * n == sum(int((o == 0).sum()) for o in method.owner)
+    assert all(not t[o == 0].any() for t, o in zip(method.trained, method.owner))
 
 
 def test_resume_in_the_middle_of_retraining_restores_the_owner_map_and_pruned_set():
@@ -335,4 +346,18 @@ def test_agent_prunes_resumes_mid_retraining_and_keeps_game0_bit_exact(tmp_path,
 
     res = load_results(str(run_dir))
     free = [entry["free_fraction"] for entry in res["regularizer"]]
-    assert abs(free[0] - 0.5) < 0.01 and free[1] == 0.0  # two games: half the trunk each
+    # two games: each keeps half, then all, of the free weights it trained. Breakout and Asterix
+    # fill only the first 4 of the 10 input channels, so the first convolution's weights on the
+    # other 6 never train: none is kept by either game, and they stay exactly where pruning put them
+    first = names[0]
+    assert mid["agent"][f"trunk.{first}"].shape[1] == 10
+    trained_mid = mid["method"]["trained"][0]
+    assert not trained_mid[:, 4:].any() and trained_mid[:, :4].float().mean() > 0.5
+    for ckpt in (g0, g1):
+        assert (ckpt["method"]["owner"][0][:, 4:] == 0).all()
+    for own_mid, trained in zip(owner_mid, mid["method"]["trained"]):
+        assert int((own_mid == 1).sum()) == round(0.5 * int(trained.sum()))
+    # the last game keeps every free weight it trained: the rest were free after game 0, untrained in game 1
+    untrained = sum(int(((o == 0) & ~t).sum()) for o, t in zip(g0["method"]["owner"], g1["method"]["trained"]))
+    total = sum(t.numel() for t in g1["method"]["trained"])
+    assert free[0] > 0.5 and abs(free[1] - untrained / total) < 1e-12
