@@ -46,7 +46,8 @@ import numpy as np
 import tyro
 
 from agents.plot_continual import steps_axis
-from agents.results import (Stats, best_evaluations, boundary_evaluations, games_done, load_results, mean_of, normalized,
+from agents.results import (Stats, best_evaluations, boundary_evaluations, games_done, load_results, mean_of, normalization_note,
+                            normalized,
                             pooled, run_ratios, save_figure_atomic, score_matrix, write_json_atomic, write_text_atomic)
 
 CONFIDENCE = 0.95
@@ -104,11 +105,14 @@ class Reference:
     diag_return: np.ndarray  # per game: mean over fine-tuning seeds of A[j, j]
     best: list[Stats] = field(default_factory=list)  # the same as statistics (mean and pooled standard error)
     diag: list[Stats] = field(default_factory=list)
+    random: list[Stats] = field(default_factory=list)  # per game: the fine-tuning seeds' random scores, pooled
 
     def as_results_reference(self, games: Sequence[str]) -> dict[str, Any]:
         """In the form of results.json's ``reference`` (for :func:`agents.results.normalized`)."""
         return {"max_return": {g: float(self.best[j]["mean"]) for j, g in enumerate(games)},
-                "max_se": {g: float(self.best[j]["se"]) for j, g in enumerate(games)}}
+                "max_se": {g: float(self.best[j]["se"]) for j, g in enumerate(games)},
+                "random_return": {g: float(self.random[j]["mean"]) for j, g in enumerate(games)},
+                "random_se": {g: float(self.random[j]["se"]) for j, g in enumerate(games)}}
 
 
 def reference_from(finetune_runs: Sequence[RunRecord]) -> Reference:
@@ -121,13 +125,14 @@ def reference_from(finetune_runs: Sequence[RunRecord]) -> Reference:
     best = [pooled([b[g] if g in b else float(np.nanmax(r.matrix[:, j])) for b, r in zip(bests, finetune_runs)])
             for j, g in enumerate(games)]
     diag = [pooled([r.entries[j][j] for r in finetune_runs]) for j in range(len(games))]
-    return Reference(np.array([b["mean"] for b in best]), np.array([d["mean"] for d in diag]), best, diag)
+    random = [pooled([r.random_stats[j] for r in finetune_runs]) for j in range(len(games))]
+    return Reference(np.array([b["mean"] for b in best]), np.array([d["mean"] for d in diag]), best, diag, random)
 
 
 def compute(run: RunRecord, ref: Reference) -> RunRecord:
     """Fill ``run.values``, ``run.per_game`` and the normalized timeline (module docstring)."""
     a, n = run.matrix, len(run.games)
-    ratios = run_ratios(run.entries, run.random_stats, ref.best, ref.diag)
+    ratios = run_ratios(run.entries, run.random_stats, ref.best, ref.diag, ref.random)
     final_norm = ratios["normalized"][n - 1]
     run.undefined = [g for g, v in zip(run.games, final_norm) if not np.isfinite(v)]
     run.per_game = {"final": a[n - 1].copy(), "final_normalized": final_norm, "P": ratios["P"], "S": ratios["S"],
@@ -325,8 +330,10 @@ def markdown(summary: dict[str, Any]) -> str:
     for label, m in summary["methods"].items():
         cells = [f"{_per_game_cell(m, 'final', j, 1)} | {_per_game_cell(m, 'S', j)}" for j in range(len(games))]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if (summary.get("reference") or {}).get("note"):
+        lines += ["", summary["reference"]["note"] + "."]
     if summary.get("undefined"):
-        lines += ["", "Normalized returns left undefined (fine-tuning's gain over the run's random score within noise):"]
+        lines += ["", "Normalized returns left undefined (fine-tuning's gain over its random score within noise):"]
         lines += [f"- {os.path.basename(str(path))}: {', '.join(gs)}" for path, gs in summary["undefined"].items()]
     lines += ["", "Score matrices (row: after learning game i; mean over seeds):", ""]
     for label, m in summary["methods"].items():
@@ -435,8 +442,13 @@ def aggregate(run_dirs: Sequence[str], labels: Sequence[str] | None = None, impr
     ref = reference_from([r for r in runs if r.method == "finetune"])
     runs = [compute(r, ref) for r in runs]
     summary = summarize(runs)
+    finetune_seeds = sorted(r.seed for r in runs if r.method == "finetune")
     summary["reference"] = {"max_return": ref.max_return.tolist(), "diag_return": ref.diag_return.tolist(),
-                            "definition": "best evaluation over the whole timeline, mean over fine-tuning seeds"}
+                            "random_return": [r["mean"] for r in ref.random],
+                            "definition": "best evaluation over the whole timeline, mean over fine-tuning seeds",
+                            "note": normalization_note(
+                                f"this grid's fine-tuning runs (seeds {', '.join(map(str, finetune_seeds))}: "
+                                "best over the whole timeline and random-policy score, each pooled over seeds)")}
     summary["improver"] = improver
     try:
         summary["probability_of_improvement"] = improvement_probabilities(runs, improver, reps)

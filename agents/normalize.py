@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence
 
 import tyro
 
-from agents.results import best_scores, continual_metrics, load_results, normalized, random_scores, reference_scores
+from agents.results import best_scores, continual_metrics, load_results, normalization_note, normalized, reference_scores
 from agents.tb_events import add_png, add_scalars, write_event_file
 
 #: The event file this module owns in a run directory. "tfevents" makes TensorBoard read it;
@@ -66,7 +66,7 @@ def normalization(results: dict[str, Any], reference: dict[str, Any] | None, whe
     seen = best_scores(results)  # an unfinished run: only the games it has played
     games = [g for g in results["games"] if g in seen]
     ref = reference_scores(reference if reference is not None else results, games, where, strict=False)
-    random = random_scores(results)
+    random = results.get("random") or {}  # statistics, as the live agent passes them (only a legacy reference reads them)
     timeline = []
     for entry in results["timeline"]:
         norm, acc = normalized(entry["scores"], ref, random)
@@ -84,8 +84,9 @@ def normalization(results: dict[str, Any], reference: dict[str, Any] | None, whe
     final = continual_metrics(dict(results, reference=ref))
     hparams = {"hparam/accumulated_normalized_return": timeline[-1]["accumulated"] if timeline else None,
                "hparam/P_mean": final.get("P_mean")}
+    by = "its own best and random score (a fine-tuning run)" if reference is None else f"the fine-tuning run {where}"
     return {"timeline": timeline, "boundaries": boundaries, "hparams": hparams,
-            "hparams_step": int(results["progress"]["global_step"])}
+            "hparams_step": int(results["progress"]["global_step"]), "note": normalization_note(by, ref["undefined"])}
 
 
 def _scalars(norm: dict[str, Any]) -> list[tuple[int, list[tuple[str, float]]]]:
@@ -122,6 +123,7 @@ def normalize_run(run: str, reference: str | None) -> str:
     def fill(writer: Any) -> None:
         for step, values in _scalars(norm):
             add_scalars(writer, values, step, wall_time)
+        writer.add_text("normalization", norm["note"], norm["hparams_step"], wall_time)
 
     write_event_file(os.path.join(run_dir, EVENT_FILE), fill)
     acc = norm["hparams"]["hparam/accumulated_normalized_return"]

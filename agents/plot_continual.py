@@ -26,6 +26,7 @@ import numpy as np
 import tyro
 
 from agents.results import (boundary_evaluations, games_done, load_results, normalized, reference_best, reference_diag,
+                            reference_random,
                             reference_scores, run_ratios, save_figure_atomic, write_text_atomic)
 
 
@@ -77,7 +78,7 @@ def summarize(label: str, results: dict[str, Any], reference: dict[str, Any], re
         raise ValueError(f"reference run {ref_where} did not finish games {', '.join(missing)}: no end-of-game score for plasticity")
     entries = [row[:n] for row in boundary_evaluations(results)[:n]]
     ratios = run_ratios(entries, [random[g] for g in games[:n]], [reference_best(ref, g) for g in games[:n]],
-                        [reference_diag(ref, g) for g in games[:n]])
+                        [reference_diag(ref, g) for g in games[:n]], [reference_random(ref, g) for g in games[:n]])
     return RunSummary(label, str(results["config"].get("method", "?")), games, np.array(steps), np.array(acc), bounds,
                       ratios["P"], ratios["S"])
 

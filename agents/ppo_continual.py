@@ -45,6 +45,7 @@ from agents.results import (
     RESULTS_FILE,
     RESULTS_FORMAT,
     continual_metrics,
+    normalization_note,
     remove_stale_temps,
     normalized,
     write_json_atomic,
@@ -440,6 +441,10 @@ class Run:
             self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
                 f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()))
             self.writer.add_custom_scalars(TB_LAYOUT)
+            ref = self.results["reference"]
+            if ref is not None:
+                self.writer.add_text("normalization", normalization_note(
+                    f"the fine-tuning run {ref['run']}", ref.get("undefined") or ()))
             self.write_results()
         else:
             self.log(f"resuming {self.run_dir} with its stored config (other flags are ignored) at game {self.game + 1} "

@@ -231,6 +231,7 @@ def reference_scores(reference: dict[str, Any], games: Sequence[str], where: str
             "diag_return": {g: (None if s is None else mean_of(s)) for g, s in diag_stats.items()},
             "diag_se": {g: (None if s is None else standard_error(s)) for g, s in diag_stats.items()},
             "random_return": {g: mean_of(random[g]) for g in games},
+            "random_se": {g: standard_error(random[g]) for g in games},
             "undefined": undefined}
 
 
@@ -246,39 +247,57 @@ def reference_diag(reference: Mapping[str, Any], game: str) -> Stats | None:
     return None if value is None else {"mean": value, "se": (reference.get("diag_se") or {}).get(game) or 0.0}
 
 
+def normalization_note(by: str, undefined: Sequence[str] = ()) -> str:
+    """The line every output carries beside a normalized return: which reference made it."""
+    note = f"normalized return per game: (score - R) / (best - R), best and R from {by}"
+    return note + (f"; undefined (its best within noise of R): {', '.join(undefined)}" if undefined else "")
+
+
+def reference_random(reference: Mapping[str, Any], game: str) -> Stats | None:
+    """A stored reference's random-policy score on ``game`` as statistics (None: a reference
+    stored before it kept one)."""
+    value = (reference.get("random_return") or {}).get(game)
+    return None if value is None else {"mean": value, "se": (reference.get("random_se") or {}).get(game) or 0.0}
+
+
 def normalized(scores: Mapping[str, Stats], reference: Mapping[str, Any],
                random: Mapping[str, Stats | float]) -> tuple[dict[str, float], float]:
     """Random-shifted normalized mean score per game of one evaluation,
-    ``(mean - R) / (best - R)`` with ``best`` the reference's (:func:`reference_scores`) and ``R``
-    this run's random-policy score (its statistics, or a bare mean), and their sum over the games
-    where it is defined (the accumulated normalized return). NaN for a game whose reference gain
-    over ``R`` is within noise (:func:`shifted_ratio`)."""
+    ``(mean - R) / (best - R)`` with ``best`` and ``R`` the reference's best score and its
+    random-policy score (:func:`reference_scores`): one affine map per game, the same for every
+    run and seed normalized by that reference, so that every seed sums the same games. ``random``
+    (this run's own random scores) stands in only for a reference stored without its random
+    score. The sum over the games where it is defined is the accumulated normalized return. NaN
+    for a game whose reference gain over ``R`` is within noise (:func:`shifted_ratio`): decided
+    once per game, from the reference alone."""
     norm = {}
     for g, s in scores.items():
         top = reference_best(reference, g)
-        if top is not None and g in random and s.get("mean") is not None:
-            norm[g] = shifted_ratio(float(s["mean"]), top, random[g])
+        r = reference_random(reference, g) or random.get(g)
+        if top is not None and r is not None and s.get("mean") is not None:
+            norm[g] = shifted_ratio(float(s["mean"]), top, r)
     return norm, float(sum(v for v in norm.values() if not math.isnan(v)))
 
 
-def random_scores(results: dict[str, Any]) -> dict[str, float]:
-    """Per game, the random-policy mean score the run measured."""
-    return {g: float(s["mean"]) for g, s in (results.get("random") or {}).items()}
-
-
 def run_ratios(entries: Sequence[Sequence[Stats | None]], random: Sequence[Stats | float],
-               ref_best: Sequence[Stats | None] | None, ref_diag: Sequence[Stats | None] | None) -> dict[str, np.ndarray]:
+               ref_best: Sequence[Stats | None] | None, ref_diag: Sequence[Stats | None] | None,
+               ref_random: Sequence[Stats | None] | None = None) -> dict[str, np.ndarray]:
     """Every random-shifted ratio of one run over its ``n`` finished games, each through
     :func:`shifted_ratio` (NaN where undefined). ``entries[i][j]``: end-of-game evaluations
-    (:func:`boundary_evaluations`), ``random[j]``: the run's random-policy scores, ``ref_best`` and
-    ``ref_diag``: the fine-tuning reference's best and end-of-game scores (None: no reference).
+    (:func:`boundary_evaluations`), ``random[j]``: the run's random-policy scores, ``ref_best``,
+    ``ref_diag`` and ``ref_random``: the fine-tuning reference's best, end-of-game and random-policy
+    scores (None: no reference; ``ref_random`` None or a None entry: the run's own ``R`` stands in).
 
-    - ``normalized[i, j]`` (j <= i): ``(A[i, j] - R_j) / (best_j - R_j)``; ``accumulated[i]``: its
+    Every ratio against the reference shifts by the reference's ``R_j`` (``Rf_j`` below), so that
+    whether a game counts is decided once per game, from the reference, and every seed sums the
+    same games; S, which compares the run with itself, shifts by the run's own ``R_j``:
+
+    - ``normalized[i, j]`` (j <= i): ``(A[i, j] - Rf_j) / (best_j - Rf_j)``; ``accumulated[i]``: its
       sum over the defined games ``j <= i`` (the curve after each game);
-    - ``P[j] = (A[j, j] - R_j) / (A_FT[j, j] - R_j)``;
+    - ``P[j] = (A[j, j] - Rf_j) / (A_FT[j, j] - Rf_j)``;
     - ``S[j] = (A[T, j] - R_j) / max_{j<=i<=T} (A[i, j] - R_j)``;
-    - ``forgetting[j]`` (j < T): ``(max_{j<=i<T} A[i, j] - A[T, j]) / (best_j - R_j)``, the scale
-      being the run's own best gain when there is no reference."""
+    - ``forgetting[j]`` (j < T): ``(max_{j<=i<T} A[i, j] - A[T, j]) / (best_j - Rf_j)``, the scale
+      being the run's own best gain over ``R_j`` when there is no reference."""
     n = len(entries)
     a = np.array([[mean_of(entries[i][j]) if j <= i and entries[i][j] is not None else np.nan for j in range(n)]
                   for i in range(n)])
@@ -288,13 +307,14 @@ def run_ratios(entries: Sequence[Sequence[Stats | None]], random: Sequence[Stats
         own_best = entries[j + int(np.nanargmax(a[j:, j]))][j]  # the run's best end-of-game score on j
         s[j] = shifted_ratio(a[n - 1, j], own_best, random[j])
         best = ref_best[j] if ref_best is not None else None
+        rf = ref_random[j] if ref_random is not None and ref_random[j] is not None else random[j]
         if best is not None:
             for i in range(j, n):
-                norm[i, j] = shifted_ratio(a[i, j], best, random[j])
+                norm[i, j] = shifted_ratio(a[i, j], best, rf)
         if ref_diag is not None and ref_diag[j] is not None:
-            p[j] = shifted_ratio(a[j, j], ref_diag[j], random[j])
+            p[j] = shifted_ratio(a[j, j], ref_diag[j], rf)
         if j < n - 1:
-            scale = gain_over_random(best if best is not None else own_best, random[j])
+            scale = gain_over_random(best, rf) if best is not None else gain_over_random(own_best, random[j])
             f[j] = (np.max(a[j:n - 1, j]) - a[n - 1, j]) / scale
     accumulated = np.array([np.nansum(norm[i, : i + 1]) if np.isfinite(norm[i, : i + 1]).any() else np.nan
                             for i in range(n)])
@@ -315,7 +335,8 @@ def continual_metrics(results: dict[str, Any]) -> dict[str, Any]:
     ref = results.get("reference")
     r = run_ratios(entries, [random[g] for g in games],
                    None if not ref else [reference_best(ref, g) for g in games],
-                   None if not ref else [reference_diag(ref, g) for g in games])
+                   None if not ref else [reference_diag(ref, g) for g in games],
+                   None if not ref else [reference_random(ref, g) for g in games])
     a = score_matrix(results)[:n, :n]
     f, bwt = metrics.forgetting_per_task(a), metrics.backward_transfer_per_task(a)
     scale = np.array([gain_over_random(reference_best(ref, g) if ref else

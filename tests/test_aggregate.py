@@ -365,3 +365,12 @@ def test_timeline_ticks_are_compact_step_counts():
 
     assert [compact_steps(v) for v in (0, 512, 300_000, 900_000, 1_500_000, 80_000_000, 2.5e9)] == [
         "0", "512", "300k", "900k", "1.5M", "80M", "2.5G"]
+
+
+def test_the_table_says_which_reference_normalized_it(tmp_path):
+    ft = [write_run(tmp_path, f"ft{s}", "finetune", s, [[6.0, None], [5.0, 4.0]]) for s in (1, 2)]
+    ags = write_run(tmp_path, "ags", "agscl", 1, [[6.0, None], [6.0, 2.0]])
+    _, summary = aggregate.aggregate([*ft, ags], reps=50)
+    text = aggregate.markdown(summary)
+    assert "best and R from this grid's fine-tuning runs (seeds 1, 2:" in text
+    assert summary["reference"]["random_return"] == pytest.approx([1.0, -2.0])

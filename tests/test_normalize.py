@@ -136,3 +136,52 @@ def test_a_sweep_normalizes_each_run_by_the_finetune_run_of_its_seed(tmp_path):
     assert "not normalized" in lines[-1] and not os.path.exists(os.path.join(lone, normalize.EVENT_FILE))
     assert scalars(ags1)["eval/A/normalized_return"][1] == (100, 0.5)  # (6 - 1) / (11 - 1)
     assert scalars(ags2)["eval/A/normalized_return"][1] == (100, 0.25)  # (6 - 1) / (21 - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# one noise rule, one scale per game (issue 25, item 1)
+# ---------------------------------------------------------------------------------------------
+def test_normalize_applies_the_random_scores_noise_like_the_live_agent(tmp_path):
+    """The reference's best A is 1.9 over a random score of 1 with 10 episodes each: beyond the
+    noise of the best alone, within the noise of best and random together. The agent (and the
+    aggregate) count both; normalize used the bare random mean and gave A a number."""
+    from agents.results import normalized, reference_scores, load_results
+
+    best_returns = [1.9 + d for d in (-0.3, 0.3) * 5]  # mean 1.9, se 0.1
+    random_returns = [1.0 + d for d in (-1.5, 1.5) * 5]  # mean 1.0, se 0.5: gain 0.9 < 2 * hypot(0.1, 0.5)
+    evals = [(100, 0, True, {"A": best_returns}), (200, 1, True, {"A": best_returns, "B": 8.0})]
+    ft = write_run(tmp_path, "ft", "finetune", evals, random={"A": random_returns, "B": -2.0})
+    ags = write_run(tmp_path, "ags", "agscl", AGS_EVALS, random={"A": random_returns, "B": -2.0})
+    assert normalize.main([ags, "--reference", ft]) == 0
+    got = scalars(ags)
+    assert "eval/A/normalized_return" not in got  # undefined: within noise, as the live agent says
+    ref = reference_scores(load_results(ft), ["A", "B"], ft)
+    assert ref["undefined"] == ["A"]
+    live = normalized(load_results(ags)["timeline"][-1]["scores"], ref, load_results(ags)["random"])
+    assert np.isnan(live[0]["A"]) and got["eval/accumulated_normalized_return"][-1] == (200, round(live[1], 6))
+    # the TensorBoard says which reference normalized it, and which game it could not
+    acc = EventAccumulator(ags, size_guidance={"tensors": 0})
+    acc.Reload()
+    (text,) = [e.tensor_proto.string_val[0].decode() for e in acc.Tensors("normalization/text_summary")]
+    assert f"the fine-tuning run {ft}" in text and "undefined (its best within noise of R): A" in text
+
+
+def test_a_games_normalized_return_is_defined_by_the_reference_for_every_seed(tmp_path):
+    """Two seeds whose own random scores differ: each game is shifted and scaled by the
+    reference's random score, so both seeds sum the same games on the same scale (with each
+    seed's own random score, seed 2's A would be undefined: its random 10.5 is above the best)."""
+    from agents.results import load_results, normalized, reference_scores, run_ratios, boundary_evaluations
+
+    ft = write_run(tmp_path, "ft", "finetune", FT_EVALS)  # best A 11, B 8; random A 1, B -2
+    runs = [write_run(tmp_path, f"s{k}", "agscl", AGS_EVALS, random={"A": r, "B": -2.0}) for k, r in ((1, 1.0), (2, 10.5))]
+    ref = reference_scores(load_results(ft), ["A", "B"], ft)
+    for run in runs:
+        res = load_results(run)
+        norm, acc = normalized(res["timeline"][-1]["scores"], ref, res["random"])
+        assert norm == pytest.approx({"A": (5 - 1) / 10, "B": (2 + 2) / 10}) and acc == pytest.approx(0.8)
+        ratios = run_ratios(boundary_evaluations(res), [res["random"][g] for g in "AB"],
+                            [{"mean": 11.0}, {"mean": 8.0}], None, [{"mean": 1.0}, {"mean": -2.0}])
+        assert ratios["accumulated"][-1] == pytest.approx(0.8)
+        # S compares the run with itself: its own random score
+        own = res["random"]["A"]["mean"]
+        assert ratios["S"][0] == pytest.approx((5 - own) / (6 - own)) if own < 6 else np.isnan(ratios["S"][0])
