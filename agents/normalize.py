@@ -77,7 +77,8 @@ def normalization(results: dict[str, Any], reference: dict[str, Any] | None, whe
             continue
         done = int(entry["game"]) + 1
         upto = dict(results, reference=ref,
-                    score_matrix=[row if i < done else [None] * len(games) for i, row in enumerate(results["score_matrix"])])
+                    score_matrix=[row if i < done else [None] * len(results["games"])
+                                  for i, row in enumerate(results["score_matrix"])])
         metrics = continual_metrics(upto)
         boundaries.append({"global_step": int(entry["global_step"]), "P": {g: v["P"] for g, v in metrics["per_game"].items()},
                            "P_mean": metrics.get("P_mean")})

@@ -185,3 +185,18 @@ def test_a_games_normalized_return_is_defined_by_the_reference_for_every_seed(tm
         # S compares the run with itself: its own random score
         own = res["random"]["A"]["mean"]
         assert ratios["S"][0] == pytest.approx((5 - own) / (6 - own)) if own < 6 else np.isnan(ratios["S"][0])
+
+
+def test_an_unfinished_run_is_normalized_over_the_games_it_played(tmp_path):
+    """Half of a three-game run (issue 25, item 7): the padding rows of its score matrix must
+    span all its games, not the ones it has played (the mismatch crashed continual_metrics)."""
+    ft = write_run(tmp_path, "ft", "finetune", [(100, 0, True, {"A": 11.0}), (200, 1, True, {"A": 3.0, "B": 8.0}),
+                                                (300, 2, True, {"A": 3.0, "B": 4.0, "C": 5.0})],
+                   games=("A", "B", "C"), random={"A": 1.0, "B": -2.0, "C": 0.0})
+    half = write_run(tmp_path, "half", "agscl", [(50, 0, False, {"A": 4.0}), (100, 0, True, {"A": 6.0}),
+                                                 (150, 1, False, {"A": 6.0, "B": 1.0})],
+                     games=("A", "B", "C"), random={"A": 1.0, "B": -2.0, "C": 0.0})
+    assert normalize.main([half, "--reference", ft]) == 0
+    got = scalars(half)
+    assert got["eval/accumulated_normalized_return"] == [(50, 0.3), (100, 0.5), (150, 0.8)]
+    assert got["metrics/A/P"] == [(100, 0.5)]
