@@ -71,6 +71,7 @@ class RunRecord:
     matrix: np.ndarray  # score matrix (games x games)
     random: np.ndarray  # random-policy score per game
     steps_per_game: int = 0
+    game_steps: list[int] = field(default_factory=list)  # per game (budgets may differ); [] in hand-made files
     method: str = ""  # the agent's --method (fine-tuning runs are the reference, whatever their label)
     timeline: list[dict[str, Any]] = field(default_factory=list)  # results.json's evaluations
     entries: list[list[Any]] = field(default_factory=list)  # end-of-game evaluations (agents.results.boundary_evaluations)
@@ -81,6 +82,13 @@ class RunRecord:
     values: dict[str, float] = field(default_factory=dict)
     per_game: dict[str, np.ndarray] = field(default_factory=dict)
     undefined: list[str] = field(default_factory=list)  # games whose normalized return is undefined (noise)
+
+
+def game_boundaries(run: RunRecord) -> list[int]:
+    """The global steps at which each game after the first begins: the cumulative per-game budgets
+    (``game_steps``; every game ``steps_per_game`` in a file that lacks them)."""
+    steps = run.game_steps or [run.steps_per_game] * len(run.games)
+    return np.cumsum(steps)[:-1].tolist()
 
 
 def read_run(path: str, label: str | None = None) -> RunRecord:
@@ -95,7 +103,7 @@ def read_run(path: str, label: str | None = None) -> RunRecord:
     config = results["config"]
     return RunRecord(path, label or str(config.get("method")), int(config.get("seed", 0)), games,
                      score_matrix(results), np.array([mean_of(random[g]) for g in games]), int(results["steps_per_game"]),
-                     str(config.get("method")), results["timeline"], boundary_evaluations(results),
+                     [int(s) for s in results.get("game_steps") or []], str(config.get("method")), results["timeline"], boundary_evaluations(results),
                      [random[g] for g in games], list(results.get("regularizer") or []))
 
 
@@ -371,8 +379,8 @@ def draw(runs: Sequence[RunRecord], summary: dict[str, Any], out: str) -> None:
         cis = np.array([interval(curves[:, i]) for i in range(len(steps))])
         ax.plot(steps, cis[:, 0], color=f"C{k}", label=label)
         ax.fill_between(steps, cis[:, 1], cis[:, 2], color=f"C{k}", alpha=0.2)
-    for i in range(1, len(games)):
-        ax.axvline(i * runs[0].steps_per_game, color="grey", lw=0.5, ls="--")
+    for step in game_boundaries(runs[0]):
+        ax.axvline(step, color="grey", lw=0.5, ls="--")
     steps_axis(ax)
     ax.set_ylabel("accumulated normalized return")
     ax.set_title("(a) sum over games of (score - random) / (fine-tuning best - random)", fontsize=9)

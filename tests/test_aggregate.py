@@ -3,6 +3,7 @@ MinAtar benchmark's smoke version end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -374,3 +375,26 @@ def test_the_table_says_which_reference_normalized_it(tmp_path):
     text = aggregate.markdown(summary)
     assert "best and R from this grid's fine-tuning runs (seeds 1, 2:" in text
     assert summary["reference"]["random_return"] == pytest.approx([1.0, -2.0])
+
+
+def test_figure_7a_marks_each_game_where_its_budget_begins(tmp_path, monkeypatch):
+    """Per-game budgets (the five-game grid: Asterix 5x longer): the game boundaries are the
+    cumulative budgets, not the first game's budget times the game index (issue 25, item 8)."""
+    import matplotlib.axes
+
+    path = write_run(tmp_path, "ft", "finetune", 1, [[6.0, None], [5.0, 4.0]])
+    results = json.loads((tmp_path / "ft" / "results.json").read_text())
+    results.update(games=GAMES, steps_per_game=100, game_steps=[100, 500])
+    (tmp_path / "ft" / "results.json").write_text(json.dumps(results))
+    run = aggregate.read_run(path)
+    assert aggregate.game_boundaries(run) == [100]
+    three = dataclasses.replace(run, games=["A", "B", "C"], game_steps=[300, 1500, 300])
+    assert aggregate.game_boundaries(three) == [300, 1800]
+    legacy = dataclasses.replace(run, games=["A", "B", "C"], game_steps=[])
+    assert aggregate.game_boundaries(legacy) == [100, 200]
+    drawn = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", lambda self, x=0, **kw: drawn.append(x))
+    runs, summary = aggregate.aggregate([path], reps=10)
+    runs[0].game_steps = [300, 1500]
+    aggregate.draw(runs, summary, str(tmp_path / "fig.png"))
+    assert drawn == [300]
