@@ -63,6 +63,13 @@ def method_kwargs(args: Any, **context: Any) -> dict[str, Any]:
     return {**context, **{hp.name: getattr(args, hp.flag) for hp in method_hparams(args.method)}}
 
 
+def other_methods_flags(args: Any, learner: str = LEARNER) -> set[str]:
+    """The method flags in ``args`` that ``args.method`` does not take (another method's
+    hyperparameters, at their defaults): left out of what the run reports as its configuration."""
+    own = {hp.flag for hp in method_hparams(args.method)}
+    return set(flag_specs(learner)) - own
+
+
 def task_context(method: Any, task: int) -> contextlib.AbstractContextManager[Any]:
     """``method.use_task(task)`` where the method has it (HAT, PackNet), else a no-op: evaluation
     and importance collection of ``task`` run inside it."""

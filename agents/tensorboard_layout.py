@@ -28,10 +28,14 @@ METRIC_TAGS = ("hparam/accumulated_normalized_return", "hparam/P_mean", "hparam/
 
 
 def hparams_of(args: Any) -> dict[str, Any]:
-    """The run's configuration as HParams values (tuples become strings; None is dropped)."""
+    """The run's configuration as HParams values (tuples become strings; None is dropped), with
+    only its own method's hyperparameters: a fine-tuning run shows no ``agscl_lambda``."""
+    from agents.methods_cli import other_methods_flags
+
+    foreign = other_methods_flags(args)
     out: dict[str, Any] = {}
     for key, value in dataclasses.asdict(args).items():
-        if value is None:
+        if value is None or key in foreign:
             continue
         out[key] = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
     return out

@@ -200,3 +200,17 @@ def test_an_unfinished_run_is_normalized_over_the_games_it_played(tmp_path):
     got = scalars(half)
     assert got["eval/accumulated_normalized_return"] == [(50, 0.3), (100, 0.5), (150, 0.8)]
     assert got["metrics/A/P"] == [(100, 0.5)]
+
+
+def test_hparams_show_the_runs_own_method_flags_only():
+    """A fine-tuning run's HParams had every method's flags (agscl_lambda 100); an AGS-CL run's
+    has AGS-CL's, and no other method's (issue 25, item 11)."""
+    from agents.config import parse_args
+    from agents.ppo_continual import Args
+    from agents.tensorboard_layout import hparams_of
+
+    ft = hparams_of(parse_args(Args, ["--suite", "minatar", "--method", "finetune"]))
+    ags = hparams_of(parse_args(Args, ["--suite", "minatar", "--method", "agscl"]))
+    assert ft["method"] == "finetune" and "learning_rate" in ft
+    assert not {"agscl_lambda", "mu", "ewc_lambda", "keep"} & set(ft)
+    assert {"agscl_lambda", "mu", "rho", "eta"} <= set(ags) and not {"ewc_lambda", "keep"} & set(ags)
