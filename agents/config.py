@@ -25,7 +25,7 @@ import torch
 import tyro
 
 from agents.methods_cli import method_kwargs
-from agents.network import Agent, layer_init
+from agents.network import TRUNK_INITS, Agent
 from agents.rundir import args_from_config, has_run_files, load_checkpoint, load_reference, stored_config
 from agents.runtime import UserError
 from agscl.registry import make_method
@@ -90,8 +90,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         clip_coef=0.2,
         optimizer_per_game=False,
         norm_adv_scope="batch",
-        bootstrap_time_limits=True,
+        bootstrap_time_limits=False,
         train_max_frames=400_000,
+        eval_max_frames=400_000,
+        eval_greedy=True,
+        trunk_init="torch_default",
     ),
 }
 
@@ -207,9 +210,9 @@ def validate(args: Any) -> list[str]:
 
 def build_agent_and_method(args: Any, device: torch.device, num_games: int) -> tuple[Agent, Any]:
     """The agent (no heads yet) and its method; a method's bad hyperparameter is a UserError."""
-    agent = Agent(trunk_channels(args), args.hidden, args.suite).to(device)
+    agent = Agent(trunk_channels(args), args.hidden, args.suite, args.trunk_init).to(device)
     try:
-        kwargs = method_kwargs(args, num_tasks=num_games, seed=args.seed, init_fn=layer_init)
+        kwargs = method_kwargs(args, num_tasks=num_games, seed=args.seed, init_fn=TRUNK_INITS[args.trunk_init])
         method = make_method(args.method, agent.trunk, agent.heads, **kwargs)
     except ValueError as exc:
         raise UserError(f"--method {args.method}: {exc}") from None

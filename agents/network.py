@@ -25,6 +25,17 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias_const: float = 
     return layer
 
 
+def torch_default_init(layer: nn.Module) -> nn.Module:
+    """PyTorch's own initialization of the layer (Kaiming-uniform weights, uniform biases): the
+    authors' trunk, whose conv1-3 and linear1 are built without their ``init_``."""
+    layer.reset_parameters()
+    return layer
+
+
+#: ``--trunk-init``: how the trunk's layers are initialized, and how AGS-CL's (I.2) re-draws them.
+TRUNK_INITS: dict[str, Callable[[nn.Module], nn.Module]] = {"orthogonal": layer_init, "torch_default": torch_default_init}
+
+
 #: (kernel, stride) of each conv of the trunk, per suite (MinAtar: every conv is 3x3/1).
 CONV_LAYOUTS: dict[str, tuple[tuple[int, int], ...]] = {"atari": ((8, 4), (4, 2), (3, 1)), "minatar": ((3, 1),)}
 
@@ -39,20 +50,23 @@ class Agent(nn.Module):
     ``heads[g] = ModuleList([actor, critic])`` per game; inputs are uint8 observations that the
     agent scales by ``obs_scale`` (Atari pixels 1/255, MinAtar's 0/1 cells 1)."""
 
-    def __init__(self, channels: Sequence[int], hidden: int, suite: str = "atari") -> None:
+    def __init__(self, channels: Sequence[int], hidden: int, suite: str = "atari", trunk_init: str = "orthogonal") -> None:
         super().__init__()
+        if trunk_init not in TRUNK_INITS:
+            raise ValueError(f"trunk_init={trunk_init!r} is not valid: choose one of {', '.join(TRUNK_INITS)}")
+        init = TRUNK_INITS[trunk_init]
         spec = get_suite(suite)
         self.obs_scale = spec.obs_scale
         self.obs_shape = tuple(spec.obs_shape)
         layers: list[nn.Module] = []
         in_channels = spec.obs_shape[0]
         for out_channels, (kernel, stride) in zip(channels, trunk_layout(suite, len(channels))):
-            layers += [layer_init(nn.Conv2d(in_channels, out_channels, kernel, stride=stride)), nn.ReLU()]
+            layers += [init(nn.Conv2d(in_channels, out_channels, kernel, stride=stride)), nn.ReLU()]
             in_channels = out_channels
         layers.append(nn.Flatten())
         with torch.no_grad():
             flat = nn.Sequential(*layers)(torch.zeros((1,) + spec.obs_shape)).shape[1]
-        self.trunk = nn.Sequential(*layers, layer_init(nn.Linear(flat, hidden)), nn.ReLU())
+        self.trunk = nn.Sequential(*layers, init(nn.Linear(flat, hidden)), nn.ReLU())
         #: the last conv's index when its output is made contiguous in training (MinAtar, see run_trunk), else None
         self.contiguous_conv = max(i for i, m in enumerate(self.trunk) if isinstance(m, nn.Conv2d)) if suite == "minatar" else None
         self.hidden = hidden

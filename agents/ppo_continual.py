@@ -114,6 +114,9 @@ class Args:
     32 64 32 with width 4 = 128 256 128); minatar, one or more 3x3/1 convs (default 16)"""
     hidden: int = 512
     """units of the trunk's fully connected layer (minatar default 128)"""
+    trunk_init: Literal["orthogonal", "torch_default"] = "orthogonal"
+    """the trunk's initialization, also used by AGS-CL's (I.2) re-draw: `orthogonal` (gain sqrt 2, zero biases: cleanrl's)
+    or `torch_default` (PyTorch's Kaiming-uniform weights and uniform biases: the authors' trunk)"""
 
     # continual-learning method: --method and its flags are added from the agscl registry (agents/methods_cli.py)
     importance_obs: int = 4096
@@ -139,7 +142,7 @@ class Args:
     """whole games of the uniform random policy per game, measured at the game's start by the same evaluation
     code: the baseline of the random-shifted metrics (normalized return, P, S)"""
     eval_greedy: bool = False
-    """evaluate the most likely action instead of sampling the policy"""
+    """evaluate the most likely action instead of sampling the policy (the authors' evaluation)"""
     capture_video: bool = False
     """at each game boundary, record one evaluation game of every learned game: runs/<name>/videos/*.gif and TensorBoard
     (agents/video.py)"""

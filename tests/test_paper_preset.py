@@ -82,15 +82,19 @@ def test_sequence_optimizer_keeps_one_state_and_adds_each_new_head():
 def test_preset_paper_sets_the_authors_values_and_cleanrl_stays_the_default():
     paper = parse_args(ppo_continual.Args, ["--preset", "paper"])
     assert paper.clip_coef == 0.2 and not paper.optimizer_per_game and paper.norm_adv_scope == "batch"
-    assert paper.bootstrap_time_limits and paper.train_max_frames == 400_000 and paper.eval_max_frames == 108_000
+    # their Atari envs never get TimeLimitMask (the outer wrapper is MaxAndSkipEnv): a cut game is a game over;
+    # gym's NoFrameskip-v4 TimeLimit (400k frames) caps training and evaluation games alike
+    assert not paper.bootstrap_time_limits and paper.train_max_frames == 400_000 and paper.eval_max_frames == 400_000
+    assert paper.eval_greedy and paper.trunk_init == "torch_default"  # deterministic=True; CNNBase without init_
     assert paper.rho == 1.0 and paper.mu == 0.1 and paper.agscl_lambda == 1000 * OMEGA_SCALE
     assert paper.importance_obs == 20 * 128
     plain = parse_args(ppo_continual.Args, [])
     assert plain.clip_coef == 0.1 and plain.optimizer_per_game and plain.norm_adv_scope == "minibatch"
-    assert not plain.bootstrap_time_limits
+    assert not plain.bootstrap_time_limits and not plain.eval_greedy and plain.trunk_init == "orthogonal"
     flags = parse_args(ppo_continual.Args, ["--preset", "paper", "--optimizer-per-game", "--norm-adv-scope", "minibatch",
-                                             "--no-bootstrap-time-limits", "--clip-coef", "0.1"])
-    assert flags.optimizer_per_game and flags.norm_adv_scope == "minibatch" and not flags.bootstrap_time_limits
+                                             "--bootstrap-time-limits", "--clip-coef", "0.1", "--trunk-init", "orthogonal"])
+    assert flags.optimizer_per_game and flags.norm_adv_scope == "minibatch" and flags.bootstrap_time_limits
+    assert flags.trunk_init == "orthogonal"
     assert flags.clip_coef == 0.1
 
 
@@ -187,3 +191,27 @@ def test_minatar_reports_the_truncated_games_final_observation():
     assert trunc.all() and not term.any()
     assert np.array_equal(info["final_obs"], obs_f)  # the games' own next observation, before the reset
     assert not np.array_equal(obs_c, obs_f)  # the returned observation already starts new games
+
+
+@pytest.mark.parametrize("trunk_init", ["orthogonal", "torch_default"])
+def test_trunk_init_builds_the_trunk_and_agscls_redraw_the_same_way(trunk_init):
+    """``torch_default`` is PyTorch's Kaiming-uniform (a = sqrt 5): every weight and bias within
+    1/sqrt(fan_in), biases not zero; ``orthogonal`` is cleanrl's: W W^T = 2 I on each layer's
+    rows, zero biases. AGS-CL's (I.2) re-draw uses the same initializer."""
+    from agents.config import build_agent_and_method
+
+    torch.manual_seed(0)
+    args = parse_args(ppo_continual.Args, ["--suite", "minatar", "--method", "agscl", "--trunk-init", trunk_init])
+    agent, method = build_agent_and_method(args, torch.device("cpu"), 2)
+    layers = [m for m in agent.trunk if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    fresh = [torch.nn.Linear(l.weight[0].numel(), l.weight.shape[0]) for l in layers]  # (I.2)'s draw on a same-sized layer
+    for drawn in fresh:
+        method.init_fn(drawn)
+    for layer in layers + fresh:
+        w = layer.weight.detach().reshape(layer.weight.shape[0], -1)
+        fan_in = w.shape[1]
+        if trunk_init == "torch_default":
+            assert w.abs().max() <= 1 / fan_in ** 0.5 and layer.bias.abs().max() <= 1 / fan_in ** 0.5
+            assert (layer.bias != 0).all()
+        else:
+            assert torch.allclose(w @ w.T, 2 * torch.eye(w.shape[0]), atol=1e-4) and (layer.bias == 0).all()
