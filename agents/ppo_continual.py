@@ -526,6 +526,8 @@ class Run:
             values = torch.zeros((args.num_steps, args.num_envs), device=device)
             # --bootstrap-time-limits: V(final observation) at steps cut by the time limit, else 0
             final_values = torch.zeros((args.num_steps, args.num_envs), device=device) if args.bootstrap_time_limits else None
+            # Atari's next-step autoreset: the steps that only started a new game (no advantage, see compute_gae)
+            host_autoreset = np.zeros((args.num_steps, args.num_envs), dtype=np.float32) if self.suite.next_step_autoreset else None
             next_obs = np.array(env.reset(), dtype=np.uint8)
             next_done = np.zeros(args.num_envs, dtype=np.float32)
 
@@ -539,6 +541,8 @@ class Run:
                 host_rewards[step, part] = reward
                 next_obs[part] = o
                 next_done[part] = term | trunc
+                if host_autoreset is not None:
+                    host_autoreset[step, part] = info["autoreset"]
                 if final_values is not None:
                     cut = np.flatnonzero(trunc & ~term)  # the game goes on: bootstrap from its final observation
                     final_values[step, part] = 0.0
@@ -581,8 +585,9 @@ class Run:
                 with torch.no_grad():
                     rewards, dones = fast.to_device(host_rewards), fast.to_device(host_dones)
                     next_value = agent.get_value(fast.to_device(next_obs), g).reshape(-1)
+                    autoreset = None if host_autoreset is None else fast.to_device(host_autoreset)
                     advantages, returns = compute_gae(rewards, values, dones, next_value, fast.to_device(next_done), args.gamma,
-                                                      args.gae_lambda, final_values)
+                                                      args.gae_lambda, final_values, autoreset)
 
                 b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
                 batch_norm = args.norm_adv and args.norm_adv_scope == "batch"

@@ -33,6 +33,7 @@ def compute_gae(
     gamma: float,
     gae_lambda: float,
     final_values: Optional[torch.Tensor] = None,
+    autoreset: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages and returns (value targets) of a ``(T, N)`` rollout.
 
@@ -42,13 +43,20 @@ def compute_gae(
     terminated, the value of that game's final observation, and 0 elsewhere: the step's one-step
     target becomes ``r_t + gamma * V(final)`` instead of ``r_t`` (the game did not end, only its
     recording did), while the trace still stops there (the next observation belongs to another
-    game). Without it a truncated step is treated as terminal (cleanrl)."""
+    game). Without it a truncated step is treated as terminal (cleanrl).
+
+    ``autoreset`` (``(T, N)`` of 0/1, or None) marks the steps of a next-step-autoreset
+    environment (Atari) that only started a new game: their action was ignored and they lead
+    from the ended game's final observation to the new game's first one with reward 0, which is
+    no transition of either game. Their advantage is 0 and their return their own value (no
+    learning signal); nothing flows across them, since ``dones`` already cuts the trace there."""
     # On the CPU the recursion runs on numpy views of the same float32 tensors: the same operations in
     # the same order (bit-identical results) at a fraction of torch's per-call cost on (N,) rows.
     host = rewards.device.type == "cpu"
     if host:
         rewards, values, dones, next_value, next_done = (t.numpy() for t in (rewards, values, dones, next_value, next_done))
         final_values = final_values.numpy() if final_values is not None else None
+        autoreset = autoreset.numpy() if autoreset is not None else None
     zeros_like = np.zeros_like if host else torch.zeros_like
     steps = rewards.shape[0]
     advantages = zeros_like(rewards)
@@ -62,6 +70,8 @@ def compute_gae(
         if final_values is not None:
             delta = delta + gamma * final_values[t]
         lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+        if autoreset is not None:
+            lastgaelam = lastgaelam * (1.0 - autoreset[t])
         advantages[t] = lastgaelam
     if host:
         advantages, values = torch.from_numpy(advantages), torch.from_numpy(values)

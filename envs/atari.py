@@ -20,7 +20,9 @@ Autoreset is "next step" on both backends: the step after a game over ignores it
 returns the first observation of a new game with reward 0. So the observation a step returns
 is also the game's final observation where that step ended the game; ``info["final_obs"]`` is
 that same array (the key :mod:`envs.minatar` fills with the observation before its reset), so
-a truncated game bootstraps from its true final observation on every backend.
+a truncated game bootstraps from its true final observation on every backend. The autoreset
+step itself is no transition of either game: ``info["autoreset"]`` marks it, and the agent gives
+it no advantage (:func:`agents.ppo_math.compute_gae`).
 """
 
 from __future__ import annotations
@@ -241,6 +243,7 @@ class AtariVecEnv:
             "episode_length": episode_length,
             "lives": lives.copy(),
             "final_obs": obs,
+            "autoreset": restarted.copy(),
         }
         return obs, reward, terminated, truncated, out_info
 

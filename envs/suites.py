@@ -29,6 +29,8 @@ class Suite:
     resolve_game: Callable[[str, str], str]
     list_games: Callable[[str], list[str]]
     make: Callable[..., Any]
+    #: the step after a game ends only starts the next one (``info["autoreset"]`` marks it)
+    next_step_autoreset: bool = False
 
     def resolve_games(self, names: Sequence[str], backend: str = "envpool") -> list[str]:
         """Canonical names of ``names``, expanding named sequences; ``ValueError`` on an unknown
@@ -43,7 +45,7 @@ def _make_minatar(game: str, num_envs: int, *, seed: int = 0, train: bool = True
 
 _SUITES = {
     "atari": Suite("atari", atari.OBS_SHAPE, 1.0 / 255.0, atari.SEQUENCES, atari.FRAME_SKIP,
-                   atari.resolve_game, atari.list_games, atari.AtariVecEnv),
+                   atari.resolve_game, atari.list_games, atari.AtariVecEnv, next_step_autoreset=True),
     "minatar": Suite("minatar", minatar.OBS_SHAPE, 1.0, minatar.SEQUENCES, 1,
                      lambda name, _backend: minatar.resolve_game(name), lambda _backend: minatar.list_games(),
                      _make_minatar),

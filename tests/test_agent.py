@@ -419,3 +419,28 @@ def test_collect_observations_plays_the_game_with_the_given_head():
 def test_named_sequence_instead_of_games():
     for argv in (["--sequence", "paper"], ["--games", "paper"]):
         assert config.validate(config.parse_args(ppo_continual.Args, argv)) == list(PAPER_GAMES)
+
+
+def test_the_step_after_each_game_over_gets_no_advantage(tmp_path, monkeypatch):
+    """Issue 25, item 9, through the agent on real Atari: games capped at 20 steps, so every
+    rollout holds autoreset steps; each has advantage 0 and follows a game end (dones 1)."""
+    seen = []
+    real = ppo_continual.compute_gae
+
+    def spy(rewards, values, dones, next_value, next_done, gamma, lam, final_values=None, autoreset=None):
+        adv, ret = real(rewards, values, dones, next_value, next_done, gamma, lam, final_values, autoreset)
+        seen.append((dones.clone(), None if autoreset is None else autoreset.clone(), adv.clone(), rewards.clone()))
+        return adv, ret
+
+    monkeypatch.setattr(ppo_continual, "compute_gae", spy)
+    rc = ppo_continual.main([*TINY, "--games", "DemonAttack", "--steps-per-game", "192", "--train-max-frames", "80",
+                             "--runs-dir", str(tmp_path), "--run-name", "auto"])
+    assert rc == 0 and len(seen) == 3
+    marked = 0
+    for dones, autoreset, adv, rewards in seen:
+        assert autoreset is not None
+        rows = autoreset.bool()
+        marked += int(rows.sum())
+        assert (dones[rows] == 1).all() and (adv[rows] == 0).all() and (rewards[rows] == 0).all()
+        assert (adv[~rows] != 0).all()
+    assert marked >= 2 * 3 * 32 // 21 - 2  # about one per env per 21 steps

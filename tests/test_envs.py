@@ -100,6 +100,9 @@ def test_training_env_clips_rewards_ends_lives_and_reports_whole_games(backend):
         np.testing.assert_array_equal(info["episode_length"][over], lengths[over])
         assert np.isnan(info["episode_return"][~over]).all()
         games += int(over.sum())
+        # the step after a game over only restarts: marked, reward 0 (the agent gives it no advantage)
+        np.testing.assert_array_equal(info["autoreset"], restart)
+        assert (raw[restart] == 0).all()
         restart, prev_lives = over, info["lives"]
     assert life_losses >= 2 and games >= 2
     assert max(abs(float(s[4]["raw_reward"].max())) for s in steps) > 1  # clipping did something

@@ -215,3 +215,26 @@ def test_trunk_init_builds_the_trunk_and_agscls_redraw_the_same_way(trunk_init):
             assert (layer.bias != 0).all()
         else:
             assert torch.allclose(w @ w.T, 2 * torch.eye(w.shape[0]), atol=1e-4) and (layer.bias == 0).all()
+
+
+def test_autoreset_steps_get_no_advantage_and_the_games_around_them_are_unchanged():
+    """A scripted next-step-autoreset rollout (issue 25, item 9): game A is steps 0-2 (step 2
+    ends it), step 3 only restarts (its action ignored, reward 0), game B is steps 4-5. GAE must
+    be that of the two games written out by hand, with step 3 left out (advantage 0, return = its value)."""
+    r = torch.tensor([[1.0], [2.0], [0.5], [0.0], [1.5], [-1.0]])
+    v = torch.tensor([[0.3], [0.7], [0.2], [0.9], [0.4], [0.6]])
+    dones = torch.tensor([[0.0], [0.0], [0.0], [1.0], [0.0], [0.0]])  # step 3's observation follows a game end
+    autoreset = torch.tensor([[0.0], [0.0], [0.0], [1.0], [0.0], [0.0]])
+    next_value, next_done = torch.tensor([0.8]), torch.tensor([0.0])
+    adv, ret = compute_gae(r, v, dones, next_value, next_done, GAMMA, LAM, autoreset=autoreset)
+    gl = GAMMA * LAM
+    a2 = 0.5 - 0.2  # game A's last step: terminal
+    a1 = 2.0 + GAMMA * 0.2 - 0.7 + gl * a2
+    a0 = 1.0 + GAMMA * 0.7 - 0.3 + gl * a1
+    b5 = -1.0 + GAMMA * 0.8 - 0.6
+    b4 = 1.5 + GAMMA * 0.6 - 0.4 + gl * b5
+    assert adv[:, 0].tolist() == pytest.approx([a0, a1, a2, 0.0, b4, b5])
+    assert ret[3, 0].item() == pytest.approx(0.9)
+    plain, _ = compute_gae(r, v, dones, next_value, next_done, GAMMA, LAM)
+    assert plain[3, 0].item() == pytest.approx(0.0 + GAMMA * 0.4 - 0.9 + gl * b4)  # what the spurious step had
+    assert torch.equal(plain[[0, 1, 2, 4, 5]], adv[[0, 1, 2, 4, 5]])
