@@ -135,7 +135,9 @@ def spec(args: BenchArgs) -> Spec:
     flags = ["--suite", "minatar", "--games", *args.games, "--steps-per-game", *map(str, args.steps_per_game),
              "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
              "--random-episodes", str(args.eval_episodes), "--eval-envs", "16", "--torch-threads", "1",
-             *TRUNKS[args.trunk]["flags"]]
+             # fp32 on every CPU: `--bf16 auto` turns bf16 on where the CPU has AMX (and the packed rollout
+             # off), so a run resumed on another machine would change precision and random stream mid-run
+             "--bf16", "off", *TRUNKS[args.trunk]["flags"]]
     if args.smoke:
         flags += ["--num-envs", "4", "--num-steps", "64", "--eval-max-frames", "500", "--importance-obs", "256"]
     variants = {label: METHODS[label] for label in args.methods}
