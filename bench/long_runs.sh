@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The long MinAtar benchmark runs of issues 25-27, on a fixed snapshot of the code, resumable.
+#
+#     bash bench/long_runs.sh width1   # five games at width 1 (finetune, packnet, then the plasticity rows),
+#                                      # then the 3-game packnet sweep
+#     bash bench/long_runs.sh wide     # five games at twice the width (issue 26)
+#
+# Each queue is a list of bench/continual_minatar.py commands run one after the other on one
+# core (--engine sequential, --torch-threads 1). Started again, every command skips its finished
+# runs and resumes its interrupted ones from their checkpoints (the sweep's own resume), so the
+# same line resumes a queue after any stop. The code is the snapshot SNAPSHOT (a git worktree in
+# $SNAPSHOT_DIR, created here if missing): later commits on main do not change runs in flight.
+# Runs and logs go to $RUNS (default /work/bench_runs); results are copied into docs/ by hand.
+set -euo pipefail
+queue=${1:?usage: bash bench/long_runs.sh width1|wide}
+SNAPSHOT=${SNAPSHOT:-63209c2}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SNAPSHOT_DIR=${SNAPSHOT_DIR:-$(dirname "$ROOT")/bench_snapshot}
+RUNS=${RUNS:-$(dirname "$ROOT")/bench_runs}
+if [ ! -d "$SNAPSHOT_DIR" ]; then
+    git -C "$ROOT" worktree add --detach "$SNAPSHOT_DIR" "$SNAPSHOT"
+fi
+[ -e "$SNAPSHOT_DIR/.venv" ] || ln -s "$ROOT/.venv" "$SNAPSHOT_DIR/.venv"
+cd "$SNAPSHOT_DIR"
+export PYTHONPATH="$SNAPSHOT_DIR"  # the snapshot's packages, not the editable install of main
+bench() { nice -n 10 .venv/bin/python bench/continual_minatar.py --engine sequential --out-dir "$RUNS/out" "$@"; }
+case "$queue" in
+    width1)
+        bench --sequence all --methods finetune packnet --runs-dir "$RUNS/continual_minatar5_current" \
+            --name continual_minatar5_current
+        bench --methods finetune packnet --runs-dir "$RUNS/continual_minatar_packnet" --name continual_minatar_packnet
+        ;;
+    wide)  # seed 1 of every method first, so that a partial grid already compares the methods
+        for seeds in "1" "1 2" "1 2 3"; do
+            # shellcheck disable=SC2086
+            bench --sequence all --trunk wide --seeds $seeds --runs-dir "$RUNS/continual_minatar5_wide" \
+                || [ "$seeds" != "1 2 3" ]  # a one- or two-seed table may be refused; the full grid must not
+        done
+        ;;
+    *) echo "long_runs.sh: unknown queue $queue: choose width1 or wide" >&2; exit 2 ;;
+esac
