@@ -113,6 +113,15 @@ class Args:
     32 64 32 with width 4 = 128 256 128); minatar, one or more 3x3/1 convs (default 16)"""
     hidden: int = 512
     """units of the trunk's fully connected layer (minatar default 128)"""
+    activation: Literal["relu", "crelu"] = "relu"
+    """the trunk's activation: `crelu` is CReLU, cat(relu(x), relu(-x)) (Abbas et al. 2023, against loss of
+    plasticity): each layer's outputs double, so the next layer and the heads read twice the inputs (--channels and
+    --hidden still count units; minatar's parameter count is matched by `--hidden 64`, docs/agent.md); not with
+    agscl"""
+    layer_norm: bool = False
+    """a LayerNorm before each activation of the trunk (a conv's: over its channels at each position; Juliani & Ash
+    2024 recommend it with shrink-and-perturb); not with agscl; packnet trains its affine parameters in the first game
+    only, as biases"""
 
     # continual-learning method: --method and its flags are added from the agscl registry (agents/methods_cli.py)
     importance_obs: int = 4096
