@@ -109,7 +109,7 @@ class Agent(nn.Module):
 
     def run_trunk(self, x: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
         """The trunk's output (``trunk_fn`` when set). MinAtar, channels-last, in training: the last
-        conv's output is made contiguous before its ReLU, so that ReLU's backward sees one memory
+        conv's output is made contiguous before its activation (or LayerNorm), so that ReLU's backward sees one memory
         layout (a channels-last output with the contiguous gradient that comes back through Flatten
         takes PyTorch's slow strided path) and Flatten is a view. The same values (a copy), the same
         modules and hooks; about 10% off MinAtar's update, nothing measurable on the Nature CNN.
