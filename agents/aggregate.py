@@ -16,7 +16,10 @@ shifted by its own random-policy score ``R`` (:func:`agents.results.run_ratios`)
 - ``forgetting``: mean over games ``j < T`` of ``(max_{i<T} A[i, j] - A[T, j]) / (max_j - R_j)``;
 - the capacity left after each game (``results["regularizer"][g]``): AGS-CL's free nodes
   (``sparsity``, |G0|/|G|), PackNet's free weights (``free_fraction``) and every method's dormant
-  trunk units (``dormant_fraction``); "n/a" where a run does not record it (older runs).
+  trunk units (``dormant_fraction``), and the trunk's plasticity metrics
+  (:mod:`agents.plasticity_metrics`): the effective rank of its features (``srank``), the mean
+  |weight| (``weight_magnitude/<layer>``) and the gradient norm (``grad_norm/<layer>``) of each
+  layer; "n/a" where a run does not record it (older runs).
 
 A ratio whose gain over random is within the evaluations' noise is undefined (null, and left out
 of means and sums; :func:`agents.results.gain_over_random`). Every number is reported as the
@@ -58,6 +61,10 @@ IMPROVEMENT_REPS = 2_000
 CAPACITY = (("free_nodes", "sparsity", "AGS-CL free nodes (G0 / G)"),
             ("free_weights", "free_fraction", "PackNet free weights"),
             ("dormant", "dormant_fraction", "dormant trunk units"))
+#: the plasticity measures of ``results["regularizer"][g]`` with one value per run: (summary key, results key, what, digits)
+PLASTICITY = (("srank", "srank", "effective rank of the features (srank, delta 0.01)", 1),)
+#: the per-layer plasticity measures, ``<prefix>/<layer>`` in ``results["regularizer"][g]``: (prefix, what, digits)
+LAYER_MEASURES = (("weight_magnitude", "mean abs weight", 3), ("grad_norm", "gradient norm (last update, before clipping)", 3))
 
 
 @dataclass
@@ -145,8 +152,10 @@ def compute(run: RunRecord, ref: Reference) -> RunRecord:
     run.undefined = [g for g, v in zip(run.games, final_norm) if not np.isfinite(v)]
     run.per_game = {"final": a[n - 1].copy(), "final_normalized": final_norm, "P": ratios["P"], "S": ratios["S"],
                     "after_game": ratios["accumulated"]}
-    for key, source, _ in CAPACITY:
+    for key, source, *_ in CAPACITY + PLASTICITY:
         run.per_game[key] = np.array([_regularizer_value(run.regularizer, g, source) for g in range(n)])
+    for key in layer_keys([run.regularizer]):
+        run.per_game[key] = np.array([_regularizer_value(run.regularizer, g, key) for g in range(n)])
     f = ratios["forgetting"]
     run.values = {
         "final_return": float(np.mean(a[n - 1])),
@@ -165,6 +174,14 @@ def compute(run: RunRecord, ref: Reference) -> RunRecord:
 def _nanmean(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else math.nan
+
+
+def layer_keys(regularizers: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
+    """The per-layer plasticity keys (``weight_magnitude/conv1``, ...) that any of these
+    ``results["regularizer"]`` lists records, measure by measure, layers in their trunk order."""
+    seen = dict.fromkeys(k for entries in regularizers for e in entries for k in e
+                         if any(k.startswith(prefix + "/") for prefix, *_ in LAYER_MEASURES))
+    return [k for prefix, *_ in LAYER_MEASURES for k in seen if k.startswith(prefix + "/")]
 
 
 def _regularizer_value(entries: Sequence[dict[str, Any]], game: int, key: str) -> float:
@@ -260,15 +277,17 @@ def summarize(runs: Sequence[RunRecord]) -> dict[str, Any]:
     out: dict[str, Any] = {"games": games, "random": np.mean([r.random for r in runs], axis=0).tolist(), "methods": {},
                            "undefined": {r.path: r.undefined for r in runs if r.undefined}}
     for label, group in by_label.items():
-        per_game_keys = list(group[0].per_game)
+        per_game_keys = list(dict.fromkeys(k for r in group for k in r.per_game))  # a key some run lacks: NaN there
+        missing = np.full(len(games), np.nan)
         entry: dict[str, Any] = {
             "seeds": sorted(r.seed for r in group),
             "runs": [r.path for r in group],
             "score_matrix_mean": np.mean([r.matrix for r in group], axis=0).tolist(),  # NaN above the diagonal
             "metrics": {k: interval([r.values[k] for r in group]) for k in group[0].values},
             "defined": {k: defined([r.values[k] for r in group]) for k in group[0].values},
-            "per_game": {k: [interval([r.per_game[k][j] for r in group]) for j in range(len(games))] for k in per_game_keys},
-            "per_game_defined": {k: [defined([r.per_game[k][j] for r in group]) for j in range(len(games))]
+            "per_game": {k: [interval([r.per_game.get(k, missing)[j] for r in group]) for j in range(len(games))]
+                         for k in per_game_keys},
+            "per_game_defined": {k: [defined([r.per_game.get(k, missing)[j] for r in group]) for j in range(len(games))]
                                  for k in per_game_keys},
         }
         out["methods"][label] = entry
@@ -323,14 +342,25 @@ def markdown(summary: dict[str, Any]) -> str:
         for other, e in improvement.items():
             left = f" (left out: {', '.join(e['left_out'])})" if e["left_out"] else ""
             lines.append(f"| {other} | {_fmt(e['probability'])} | {len(e['games'])}{left} | {e['runs'][0]}, {e['runs'][1]} |")
-    lines += ["", "Capacity left after each game (mean [95% CI] over seeds; n/a: not recorded by these runs):", "",
+    lines += ["", "Capacity left after each game, and the trunk's plasticity metrics (mean [95% CI] over seeds; "
+                  "n/a: not recorded by these runs):", "",
               "| method | measure | " + " | ".join(f"after {g}" for g in games) + " |", "| --- | --- |" + " --- |" * len(games)]
+    layers = [k for k in dict.fromkeys(k for m in summary["methods"].values() for k in m["per_game"])
+              if any(k.startswith(prefix + "/") for prefix, *_ in LAYER_MEASURES)]
+    rows = [(key, what, digits) for key, _, what, digits in PLASTICITY]  # always shown, "n/a" where not recorded
+    for prefix, what, digits in LAYER_MEASURES:
+        keys = [k for k in layers if k.startswith(prefix + "/")]
+        rows += [(k, f"{what}, {k.split('/', 1)[1]}", digits) for k in keys] or [(prefix, f"{what}, per layer", digits)]
     for label, m in summary["methods"].items():
         for key, _, what in CAPACITY:
             if key in m["per_game"] and any(c > 0 for c in m["per_game_defined"][key]):
                 lines.append(f"| {label} | {what} | " + " | ".join(_per_game_cell(m, key, j) for j in range(len(games))) + " |")
             elif key == "dormant":
                 lines.append(f"| {label} | {what} | " + " | ".join("n/a" for _ in games) + " |")
+        for key, what, digits in rows:
+            recorded = key in m["per_game"] and any(c > 0 for c in m["per_game_defined"][key])
+            cells = [_per_game_cell(m, key, j, digits) if recorded else "n/a" for j in range(len(games))]
+            lines.append(f"| {label} | {what} | " + " | ".join(cells) + " |")
     lines += ["", "Per game, final score / S (mean [95% CI]); random policy: " +
               ", ".join(f"{g} {r:.2f}" for g, r in zip(games, summary["random"])), "",
               "| method | " + " | ".join(f"{g} final | {g} S" for g in games) + " |",

@@ -99,6 +99,28 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: (method, trunk option) pairs a method cannot express, and why: refused before any environment exists
+#: (a composition such as ``agscl+redo`` is refused when any of its parts is). docs/agent.md, "Trunk options".
+TRUNK_REFUSALS: dict[tuple[str, str], str] = {
+    ("agscl", "--activation crelu"): (
+        "AGS-CL's node groups send each unit to one block of the next layer's input columns (agscl/groups.py), "
+        "while CReLU sends it to two (n and n+C) and makes its activation |x|, so free and important nodes are undefined"),
+    ("agscl", "--layer-norm"): (
+        "a node AGS-CL empties still has a non-zero output after LayerNorm (the layer's mean and variance couple "
+        "its nodes), so an emptied node is not free and a frozen node's output still moves"),
+}
+
+
+def check_trunk_options(method: str, activation: str, layer_norm: bool) -> None:
+    """``UserError`` (one line) when ``method``, or a part of a composition ``a+b``, cannot express the trunk options."""
+    options = ([f"--activation {activation}"] if activation != "relu" else []) + (["--layer-norm"] if layer_norm else [])
+    for part in method.split("+"):
+        for option in options:
+            reason = TRUNK_REFUSALS.get((part, option))
+            if reason is not None:
+                raise UserError(f"--method {method} cannot be combined with {option}: {reason}")
+
+
 def game_budgets(steps_per_game: int | Sequence[int], games: int) -> list[int] | None:
     """Steps of each game from ``--steps-per-game`` (one value for all, or one per game); None if neither."""
     values = [int(steps_per_game)] if isinstance(steps_per_game, int) else [int(v) for v in steps_per_game]
@@ -195,6 +217,7 @@ def validate(args: Any) -> list[str]:
         _check(name, 0 <= value <= 1, "a number in [0, 1]", value)
     if args.target_kl is not None:
         _check("target_kl", math.isfinite(args.target_kl) and args.target_kl > 0, "a finite number > 0", args.target_kl)
+    check_trunk_options(args.method, args.activation, args.layer_norm)
     batch = args.num_envs * args.num_steps
     if batch % args.num_minibatches:
         raise UserError(
@@ -210,7 +233,8 @@ def validate(args: Any) -> list[str]:
 
 def build_agent_and_method(args: Any, device: torch.device, num_games: int) -> tuple[Agent, Any]:
     """The agent (no heads yet) and its method; a method's bad hyperparameter is a UserError."""
-    agent = Agent(trunk_channels(args), args.hidden, args.suite, args.trunk_init).to(device)
+    agent = Agent(trunk_channels(args), args.hidden, args.suite, args.activation, args.layer_norm,
+                  args.trunk_init).to(device)
     try:
         kwargs = method_kwargs(args, num_tasks=num_games, seed=args.seed, init_fn=TRUNK_INITS[args.trunk_init])
         method = make_method(args.method, agent.trunk, agent.heads, **kwargs)

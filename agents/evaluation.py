@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from agents.plasticity_metrics import dormant_fraction  # noqa: F401 - its home before agents/plasticity_metrics.py
 from agscl._weightwise import eval_mode
 
 
@@ -75,35 +76,3 @@ def collect_observations(agent: Any, env: Any, obs: np.ndarray, game_index: int,
             action = agent.act(torch.from_numpy(obs).to(device), game_index)
             obs, *_ = env.step(action.cpu().numpy())
     return out, obs
-
-
-@torch.no_grad()
-def dormant_fraction(trunk: torch.nn.Module, inputs: Any) -> float:
-    """Fraction of the trunk's units that never fire on ``inputs`` (scaled float batches).
-
-    A unit is a conv output channel or a linear output unit, read at the ReLU that follows it;
-    it is dormant when its activation is 0 at every position of every input. Measured on the
-    observations the trained policy collected at the end of a game, it says how much of the
-    trunk the current game leaves unused (capacity a later game can still take).
-    """
-    relus = [m for m in trunk.modules() if isinstance(m, torch.nn.ReLU)]
-    seen: dict[int, torch.Tensor] = {}
-
-    def hook(index: int) -> Callable[..., None]:
-        def record(_module: torch.nn.Module, _inp: Any, out: torch.Tensor) -> None:
-            active = (out > 0).flatten(2).any(dim=2) if out.dim() > 2 else out > 0  # (batch, units)
-            any_active = active.any(dim=0)
-            seen[index] = any_active if index not in seen else seen[index] | any_active
-        return record
-
-    handles = [r.register_forward_hook(hook(i)) for i, r in enumerate(relus)]
-    try:
-        with eval_mode(trunk):
-            for batch in inputs:
-                trunk(batch)
-    finally:
-        for h in handles:
-            h.remove()
-    fired = [seen[i] for i in sorted(seen)]
-    units = sum(int(f.numel()) for f in fired)
-    return 0.0 if units == 0 else float(sum(int((~f).sum()) for f in fired)) / units

@@ -1,7 +1,9 @@
 """The continual agent's network: a shared CNN trunk and one (actor, critic) head pair per game.
 
 The trunk is a plain Conv-ReLU-...-Linear-ReLU chain, the model contract of :mod:`agscl`:
-Nature-CNN for Atari, MinAtar's conv16 + fc128 for ``--suite minatar``. How the trunk runs
+Nature-CNN for Atari, MinAtar's conv16 + fc128 for ``--suite minatar``. ``--activation crelu``
+puts CReLU in place of each ReLU and ``--layer-norm`` a LayerNorm before each activation
+(:mod:`agents.layers`; docs/agent.md, "Trunk options"). How the trunk runs
 (precision, memory format) is set by :class:`agents.fastpath.FastPath`; the defaults here
 are the plain fp32 path.
 """
@@ -15,6 +17,7 @@ from typing import Any, Callable, ContextManager, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from agents.layers import ChannelLayerNorm, CReLU
 from agents.lean import log_prob_entropy, sample_action
 from envs.suites import get_suite
 
@@ -45,31 +48,57 @@ def trunk_layout(suite: str, convs: int) -> tuple[tuple[int, int], ...]:
     return layout if suite == "atari" else layout * convs
 
 
+#: ``--activation`` choices: outputs per unit (CReLU gives each unit two, relu(x) and relu(-x))
+ACTIVATION_OUTPUTS: dict[str, int] = {"relu": 1, "crelu": 2}
+
+
+def activation_block(units: int, activation: str, layer_norm: bool, conv: bool) -> list[nn.Module]:
+    """What follows a Conv2d/Linear of ``units`` outputs: [LayerNorm,] activation. The default
+    (relu, no LayerNorm) is the one ``nn.ReLU`` of the plain chain."""
+    norm: list[nn.Module] = [ChannelLayerNorm(units) if conv else nn.LayerNorm(units)] if layer_norm else []
+    return norm + [CReLU() if activation == "crelu" else nn.ReLU()]
+
+
 class Agent(nn.Module):
     """Shared CNN trunk (a plain Conv-ReLU-...-Linear-ReLU chain, as :mod:`agscl` expects) and
     ``heads[g] = ModuleList([actor, critic])`` per game; inputs are uint8 observations that the
-    agent scales by ``obs_scale`` (Atari pixels 1/255, MinAtar's 0/1 cells 1)."""
+    agent scales by ``obs_scale`` (Atari pixels 1/255, MinAtar's 0/1 cells 1).
 
-    def __init__(self, channels: Sequence[int], hidden: int, suite: str = "atari", trunk_init: str = "orthogonal") -> None:
+    ``channels`` and ``hidden`` count units (filters, the Linear's outputs) before the activation:
+    with ``activation="crelu"`` each layer gives twice as many outputs, so the layer after it, and
+    the heads, read twice as many inputs (``features_dim = 2 * hidden``). ``layer_norm``: a
+    LayerNorm over each layer's units before its activation (over a conv's channels at each
+    position). ``trunk_init``: a key of :data:`TRUNK_INITS` for the trunk's Conv2d/Linear layers."""
+
+    def __init__(self, channels: Sequence[int], hidden: int, suite: str = "atari", activation: str = "relu",
+                 layer_norm: bool = False, trunk_init: str = "orthogonal") -> None:
         super().__init__()
+        if activation not in ACTIVATION_OUTPUTS:
+            raise ValueError(f"activation {activation!r} is not one of {', '.join(ACTIVATION_OUTPUTS)}")
         if trunk_init not in TRUNK_INITS:
             raise ValueError(f"trunk_init={trunk_init!r} is not valid: choose one of {', '.join(TRUNK_INITS)}")
         init = TRUNK_INITS[trunk_init]
         spec = get_suite(suite)
         self.obs_scale = spec.obs_scale
         self.obs_shape = tuple(spec.obs_shape)
+        self.activation, self.layer_norm = activation, bool(layer_norm)
+        outputs = ACTIVATION_OUTPUTS[activation]
         layers: list[nn.Module] = []
         in_channels = spec.obs_shape[0]
         for out_channels, (kernel, stride) in zip(channels, trunk_layout(suite, len(channels))):
-            layers += [init(nn.Conv2d(in_channels, out_channels, kernel, stride=stride)), nn.ReLU()]
-            in_channels = out_channels
+            layers += [init(nn.Conv2d(in_channels, out_channels, kernel, stride=stride)),
+                       *activation_block(out_channels, activation, layer_norm, conv=True)]
+            in_channels = out_channels * outputs
         layers.append(nn.Flatten())
         with torch.no_grad():
             flat = nn.Sequential(*layers)(torch.zeros((1,) + spec.obs_shape)).shape[1]
-        self.trunk = nn.Sequential(*layers, init(nn.Linear(flat, hidden)), nn.ReLU())
+        self.trunk = nn.Sequential(*layers, init(nn.Linear(flat, hidden)),
+                                   *activation_block(hidden, activation, layer_norm, conv=False))
         #: the last conv's index when its output is made contiguous in training (MinAtar, see run_trunk), else None
         self.contiguous_conv = max(i for i, m in enumerate(self.trunk) if isinstance(m, nn.Conv2d)) if suite == "minatar" else None
         self.hidden = hidden
+        #: the trunk's output width, what each head reads: ``hidden`` units times their outputs (CReLU: 2)
+        self.features_dim = hidden * outputs
         self.heads = nn.ModuleList()
         # set by agents.fastpath.FastPath.apply; these defaults are the plain fp32 path
         self.trunk_precision: Callable[[], ContextManager[Any]] = contextlib.nullcontext
@@ -80,8 +109,8 @@ class Agent(nn.Module):
     def add_head(self, action_count: int) -> int:
         """Append an (actor, critic) pair for a new game; returns its index."""
         device = next(self.trunk.parameters()).device
-        actor = layer_init(nn.Linear(self.hidden, action_count), std=0.01)
-        critic = layer_init(nn.Linear(self.hidden, 1), std=1.0)
+        actor = layer_init(nn.Linear(self.features_dim, action_count), std=0.01)
+        critic = layer_init(nn.Linear(self.features_dim, 1), std=1.0)
         self.heads.append(nn.ModuleList([actor, critic]).to(device))
         return len(self.heads) - 1
 
@@ -94,7 +123,7 @@ class Agent(nn.Module):
 
     def run_trunk(self, x: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
         """The trunk's output (``trunk_fn`` when set). MinAtar, channels-last, in training: the last
-        conv's output is made contiguous before its ReLU, so that ReLU's backward sees one memory
+        conv's output is made contiguous before its activation (or LayerNorm), so that ReLU's backward sees one memory
         layout (a channels-last output with the contiguous gradient that comes back through Flatten
         takes PyTorch's slow strided path) and Flatten is a view. The same values (a copy), the same
         modules and hooks; about 10% off MinAtar's update, nothing measurable on the Nature CNN.

@@ -35,10 +35,11 @@ import torch
 import torch.nn as nn
 
 from agents.config import Setup, game_budgets, prepare
-from agents.evaluation import collect_observations, dormant_fraction, evaluate, evaluate_random
+from agents.evaluation import collect_observations, evaluate, evaluate_random
 from agents.fastpath import FastPath, SplitEnv, progress_line
 from agents.lean import EpisodeLog, Minibatches, PackedPolicy
 from agents.methods_cli import retrain_start, task_context, with_method_flags
+from agents.plasticity_metrics import GradNormMeter, plasticity_metrics
 from agents.ppo_math import (build_optimizer, compute_gae, normalize_advantages, optimizer_covers, ppo_loss,
                              ppo_loss_autograd, set_lr)
 from agents.results import (
@@ -52,6 +53,7 @@ from agents.results import (
 )
 from agents.rundir import CHECKPOINT_FORMAT, clear_run_dir
 from agents.runtime import StopRequest, UserError, all_finite, rng_state, save_atomic, set_rng_state, versions
+from agents.tb_events import add_scalars
 from agents.tensorboard_layout import LAYOUT as TB_LAYOUT
 from agents.tensorboard_layout import write_hparams
 from agents.video import VIDEO_MAX_STEPS, capture_videos
@@ -117,6 +119,15 @@ class Args:
     trunk_init: Literal["orthogonal", "torch_default"] = "orthogonal"
     """the trunk's initialization, also used by AGS-CL's (I.2) re-draw: `orthogonal` (gain sqrt 2, zero biases: cleanrl's)
     or `torch_default` (PyTorch's Kaiming-uniform weights and uniform biases: the authors' trunk)"""
+    activation: Literal["relu", "crelu"] = "relu"
+    """the trunk's activation: `crelu` is CReLU, cat(relu(x), relu(-x)) (Abbas et al. 2023, against loss of
+    plasticity): each layer's outputs double, so the next layer and the heads read twice the inputs (--channels and
+    --hidden still count units; minatar's parameter count is matched by `--hidden 64`, docs/agent.md); not with
+    agscl"""
+    layer_norm: bool = False
+    """a LayerNorm before each activation of the trunk (a conv's: over its channels at each position; Juliani & Ash
+    2024 recommend it with shrink-and-perturb); not with agscl; packnet trains its affine parameters in the first game
+    only, as biases"""
 
     # continual-learning method: --method and its flags are added from the agscl registry (agents/methods_cli.py)
     importance_obs: int = 4096
@@ -350,6 +361,14 @@ class Run:
         self.last_checkpoint = latest
         self.last_checkpoint_step, self.last_checkpoint_time = self.global_step, time.time()
 
+    def plasticity(self, inputs: Any, grads: GradNormMeter) -> dict[str, float]:
+        """The trunk's plasticity metrics (agents/plasticity_metrics.py) on ``inputs`` (scaled float
+        batches of the current game) and the gradient norms ``grads`` recorded in the last update,
+        logged as ``plasticity/<key>`` at this global step; returned flat for results.json."""
+        metrics = plasticity_metrics(self.agent.trunk, inputs, grads.result())
+        add_scalars(self.writer, [(f"plasticity/{k}", v) for k, v in metrics.items()], self.global_step)
+        return metrics
+
     def log_statistics(self) -> dict[str, float]:
         stats = {k: float(v) for k, v in self.method.statistics().items()}
         for key, value in stats.items():
@@ -510,6 +529,7 @@ class Run:
             optimizer, params = self.optimizer, list(agent.trunk.parameters()) + list(agent.heads[g].parameters())
             method.begin_task(g)
             prune_at = retrain_start(method, self.num_updates)  # PackNet: prune, then retrain the kept weights
+            grad_meter = GradNormMeter(agent.trunk)  # the trunk's gradient norms in updates followed by an evaluation
             packed = args.packed_rollout and device.type == "cpu" and PackedPolicy.supports(agent)
             self.log(f"game {g + 1}/{len(self.games)}: {game} ({env.action_count} actions), "
                      f"updates {self.update + 1}..{self.num_updates} of {self.batch_size} steps, method {args.method}, "
@@ -556,6 +576,11 @@ class Run:
             while self.update < self.num_updates:
                 t_update = time.time()
                 self.update += 1
+                game_step, last = self.update * self.batch_size, self.update == self.num_updates
+                eval_due = not last and args.eval_every > 0 and (
+                    game_step // args.eval_every > (game_step - self.batch_size) // args.eval_every)
+                grads = grad_meter if last or eval_due else None  # plasticity metrics read them at the evaluation
+                grad_meter.reset()
                 frac = 1.0 - (self.update - 1.0) / self.num_updates if args.anneal_lr else 1.0
                 lr = frac * args.learning_rate
                 if self.update == prune_at:  # PackNet: prune, then retrain the kept weights with a fresh Adam
@@ -627,6 +652,8 @@ class Run:
                         if fused:
                             penalty = method.add_penalty_grad()
                             loss = loss.detach() + penalty
+                        if grads is not None:  # the gradient the optimizer gets, before clipping
+                            grads.add()
                         nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=args.fused_adam or None)
                         optimizer.step()
                         method.after_step(lr)
@@ -651,7 +678,6 @@ class Run:
                            "charts/SPS": sps, **{f"losses/{k}": v for k, v in losses.items() if k != "loss"}}
                 for tag, value in scalars.items():
                     self.writer.add_scalar(tag, value, self.global_step)
-                last = self.update == self.num_updates
                 stats = {} if last else self.log_statistics()  # the last update's come after end_task, same step
                 extra = " ".join(f"{k}={v:.4g}" for k, v in stats.items() if k in ("sparsity", "frozen_groups"))
                 game_left = self.steps_per_game - self.update * self.batch_size
@@ -659,8 +685,10 @@ class Run:
                 self.log(f"game={game} {g + 1}/{len(self.games)} update={self.update}/{self.num_updates} {left} "
                          f"loss={losses['loss']:.4f} {extra}".rstrip())
 
-                game_step = self.update * self.batch_size
-                if not last and args.eval_every and game_step // args.eval_every > (game_step - self.batch_size) // args.eval_every:
+                if eval_due:  # the plasticity metrics on this update's observations, then the evaluation
+                    rollout = ScaledBatches(obs_buf.reshape((-1,) + obs_shape), args.importance_batch, device,
+                                            self.suite.obs_scale)
+                    self.plasticity(rollout, grad_meter)
                     self.evaluate_all(g, boundary=False)
                 by_steps = args.checkpoint_every and game_step // args.checkpoint_every > (game_step - self.batch_size) // args.checkpoint_every
                 by_clock = args.checkpoint_minutes and time.time() - self.last_checkpoint_time >= 60 * args.checkpoint_minutes
@@ -676,11 +704,11 @@ class Run:
             with task_context(method, g):
                 stored, _ = collect_observations(agent, env, next_obs, g, count, device)
             batches = ScaledBatches(stored, args.importance_batch, device, self.suite.obs_scale)
-            dormant = dormant_fraction(agent.trunk, batches)  # before end_task: (I.2) re-draws nodes
+            plasticity = self.plasticity(batches, grad_meter)  # before end_task: AGS-CL's (I.2) re-draws nodes
             method.end_task(g, batches)
             del stored, batches
-            stats = {**self.log_statistics(), "dormant_fraction": dormant}
-            self.writer.add_scalar("regularizer/dormant_fraction", dormant, self.global_step)
+            stats = {**self.log_statistics(), **plasticity}
+            self.writer.add_scalar("regularizer/dormant_fraction", plasticity["dormant_fraction"], self.global_step)
             self.results["regularizer"].append({"game": g, "game_name": game, "global_step": self.global_step, **stats})
             self.log(f"end of {game}: {args.method} importance from {count} observations ({time.time() - t0:.1f}s)")
         finally:

@@ -1,9 +1,10 @@
-"""TensorBoard made for continual runs: one custom-scalars page and the HParams dashboard.
+"""TensorBoard made for continual runs: two custom-scalars pages and the HParams dashboard.
 
-The custom-scalars page puts, on one screen, every game's normalized return in one chart, the
-accumulated normalized return, every game's raw return, and P and S per game. The HParams
-dashboard gets the run's method and hyperparameters with its final accumulated normalized
-return, mean P and mean S, so methods compare in TensorBoard as in ``plot_continual.py``.
+The "continual" page puts, on one screen, every game's normalized return in one chart, the
+accumulated normalized return, every game's raw return, and P and S per game; the "plasticity"
+page the trunk's plasticity metrics (every layer's in one chart). The HParams dashboard gets
+the run's method and hyperparameters with its final accumulated normalized return, mean P and
+mean S, so methods compare in TensorBoard as in ``plot_continual.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ LAYOUT: dict[str, dict[str, list[Any]]] = {
         "P per game": ["Multiline", [r"metrics/[^/]+/P$"]],
         "S per game": ["Multiline", [r"metrics/[^/]+/S$"]],
         "mean P and S": ["Multiline", [r"metrics/(P|S)_mean$"]],
+    },
+    "plasticity": {  # agents/plasticity_metrics.py, at every evaluation
+        "dormant fraction": ["Multiline", [r"plasticity/dormant_fraction$"]],
+        "effective rank of the features (srank)": ["Multiline", [r"plasticity/srank$"]],
+        "mean |weight| per layer": ["Multiline", [r"plasticity/weight_magnitude/"]],
+        "gradient norm per layer": ["Multiline", [r"plasticity/grad_norm/"]],
     },
 }
 #: HParams metric tags (written once the run finishes).

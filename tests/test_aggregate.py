@@ -287,6 +287,36 @@ def test_capacity_left_and_dormant_units_per_game_and_n_a_for_older_runs(tmp_pat
     json.dumps(aggregate.jsonable(summary), allow_nan=False)
 
 
+def test_plasticity_metrics_join_the_capacity_table_per_layer_and_n_a_for_older_runs(tmp_path):
+    def entry(game: int, srank: float, scale: float) -> dict:
+        return {"game": game, "dormant_fraction": 0.1, "srank": srank, "weight_magnitude/conv1": 0.1 * scale,
+                "weight_magnitude/fc1": 0.02 * scale, "grad_norm/conv1": 0.5 * scale, "grad_norm/fc1": 0.25 * scale}
+
+    ft = [write_results(tmp_path, f"ft{s}", "finetune", s, GAMES, [[11.0, None], [3.0, 8.0]], RANDOM,
+                        regularizer=[entry(0, 60.0 + 2 * s, 1.0), entry(1, 50.0, 2.0)]) for s in range(2)]
+    old = write_results(tmp_path, "ewc_old", "ewc", 0, GAMES, [[9.0, None], [8.0, 6.0]], RANDOM,
+                        regularizer=[{"game": 0, "dormant_fraction": 0.2}, {"game": 1, "dormant_fraction": 0.3}])
+    runs, summary = aggregate.aggregate([*ft, old])
+    m = summary["methods"]["finetune"]["per_game"]
+    assert m["srank"][0][0] == pytest.approx(61.0) and m["srank"][1][0] == pytest.approx(50.0)
+    assert m["weight_magnitude/fc1"][1][0] == pytest.approx(0.04) and m["grad_norm/conv1"][0][0] == pytest.approx(0.5)
+    assert np.isnan(summary["methods"]["ewc"]["per_game"]["srank"][0][0])
+    table = aggregate.markdown(summary)
+    assert "| finetune | effective rank of the features (srank, delta 0.01) | 61.0 [60.0, 62.0] | 50.0 [50.0, 50.0] |" in table
+    assert "| finetune | mean abs weight, fc1 | 0.020 [0.020, 0.020] | 0.040 [0.040, 0.040] |" in table
+    assert "| finetune | gradient norm (last update, before clipping), conv1 | 0.500 [0.500, 0.500] | 1.000 [1.000, 1.000] |" in table
+    for what in ("effective rank of the features (srank, delta 0.01)", "mean abs weight, conv1", "mean abs weight, fc1",
+                 "gradient norm (last update, before clipping), conv1", "gradient norm (last update, before clipping), fc1"):
+        assert f"| ewc | {what} | n/a | n/a |" in table
+    json.dumps(aggregate.jsonable(summary), allow_nan=False)
+    # runs that record none of them: one row per measure, n/a
+    runs, summary = aggregate.aggregate([old, write_results(tmp_path, "ft_old", "finetune", 0, GAMES,
+                                                            [[11.0, None], [3.0, 8.0]], RANDOM)])
+    table = aggregate.markdown(summary)
+    assert "| ewc | mean abs weight, per layer | n/a | n/a |" in table and "| finetune | srank" not in table
+    assert "| finetune | effective rank of the features (srank, delta 0.01) | n/a | n/a |" in table
+
+
 # ---------------------------------------------------------------------------------------------
 # a gain over random within noise gives null, through one function (issue 16, point 5)
 # ---------------------------------------------------------------------------------------------
