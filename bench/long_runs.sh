@@ -13,7 +13,7 @@
 # Runs and logs go to $RUNS (default /work/bench_runs); results are copied into docs/ by hand.
 set -euo pipefail
 queue=${1:?usage: bash bench/long_runs.sh width1|wide}
-SNAPSHOT=${SNAPSHOT:-63209c2}
+SNAPSHOT=${SNAPSHOT:-2108d2b}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SNAPSHOT_DIR=${SNAPSHOT_DIR:-$(dirname "$ROOT")/bench_snapshot}
 RUNS=${RUNS:-$(dirname "$ROOT")/bench_runs}
