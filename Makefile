@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[dev,minatar,sweep,results]"
+	$(PY) -m pip install -e ".[dev,minatar,sweep,results,track]"
 	touch $(STAMP)
 
 install: $(STAMP)

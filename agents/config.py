@@ -25,6 +25,7 @@ import torch
 import tyro
 
 from agents.methods_cli import method_kwargs
+from agents import tracking
 from agents.network import TRUNK_INITS, Agent
 from agents.rundir import args_from_config, has_run_files, load_checkpoint, load_reference, stored_config
 from agents.runtime import UserError
@@ -180,6 +181,8 @@ def _check(name: str, ok: bool, allowed: str, value: Any) -> None:
 def validate(args: Any) -> list[str]:
     """Every check that needs no environment; returns the resolved game list."""
     suite = get_suite(args.suite)
+    if args.track and not tracking.available():
+        raise UserError('--track needs Weights & Biases, the optional extra: pip install -e ".[track]"')
     if args.sequence is not None and args.sequence.lower() not in suite.sequences:
         raise UserError(f"--sequence {args.sequence!r} is not a {args.suite} sequence: choose one of {', '.join(suite.sequences)}")
     try:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from agents import tracking
 from agents.config import Setup, game_budgets, prepare
 from agents.evaluation import collect_observations, evaluate, evaluate_random
 from agents.fastpath import FastPath, SplitEnv, progress_line
@@ -74,6 +75,13 @@ class Args:
     torch_threads: int = 0
     """CPU threads of torch's intra-op pool (0: torch's default, all cores); use 1 when several runs share the
     cores, else their thread pools oversubscribe them (5x slower for two small MinAtar runs on 2 cores)"""
+    track: bool = False
+    """log the run to Weights & Biases (its TensorBoard scalars and the config; the optional extra `.[track]`;
+    WANDB_MODE=offline keeps it on disk)"""
+    wandb_project_name: str = "agscl-atari"
+    """the W&B project"""
+    wandb_entity: Optional[str] = None
+    """the W&B entity (team); default: the logged-in user's"""
     run_name: Optional[str] = None
     """directory name under --runs-dir (default: <exp_name>__<method>__<seed>__<unix time>); must not exist"""
     runs_dir: str = "runs"
@@ -458,6 +466,7 @@ class Run:
         kind = "resume" if resumed else ("restart" if self.s.restart else "start")
         self.results["versions"].append({**versions(), "kind": kind, "global_step": self.global_step,
                                          "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        tracked = tracking.start(args, self.run_dir) if args.track else None  # before the writer: W&B mirrors its events
         self.writer = SummaryWriter(self.run_dir, purge_step=self.global_step + 1 if resumed else None)
         if not resumed:
             self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
@@ -503,6 +512,8 @@ class Run:
             return 1
         finally:
             self.writer.close()
+            if tracked is not None:
+                tracked.finish()
 
     def train_game(self) -> None:
         args, agent, method, device, fast = self.args, self.agent, self.method, self.device, self.fast
