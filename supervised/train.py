@@ -702,6 +702,14 @@ def train(config: Config) -> dict[str, Any]:
     schedule = resolved.schedule
     epochs, batch_size = int(schedule["epochs"]), int(schedule["batch_size"])
     run_start = time.perf_counter()
+
+    def fresh_optimizer(lr: float) -> torch.optim.Optimizer:
+        """A fresh optimizer over this task's ``params``, attached to the method (the protocol's
+        ``attach_optimizer``: ReDo zeroes the moments of the units it re-initializes)."""
+        optimizer = _make_optimizer(params, schedule, lr)
+        method.attach_optimizer(optimizer)
+        return optimizer
+
     try:
         task_bar = _progress(range(start_task, num_tasks), config.progress, desc=f"{resolved.label} tasks",
                              initial=start_task, total=num_tasks)
@@ -716,14 +724,14 @@ def train(config: Config) -> dict[str, Any]:
             before = [b.clone() for b in before] if before else None
             params = list(trunk.parameters()) + list(heads.parameters()) + extra_params
             lr, best_loss, patience = float(schedule["lr"]), math.inf, int(schedule["lr_patience"])
-            optimizer = _make_optimizer(params, schedule, lr)
+            optimizer = fresh_optimizer(lr)
             best_state: dict[str, Any] | None = None
             prune_at = retrain_start(method, epochs)  # PackNet: prune, then retrain the kept weights
             epoch_bar = _progress(range(epochs), config.progress, desc=f"task {t} ({task_data.name})", leave=False)
             for epoch in epoch_bar:
                 if epoch + 1 == prune_at:  # a fresh optimizer; the best epoch is sought among the retraining ones
                     method.prune(t)  # type: ignore[attr-defined]
-                    optimizer = _make_optimizer(params, schedule, lr)
+                    optimizer = fresh_optimizer(lr)
                     best_loss, best_state, patience = math.inf, None, int(schedule["lr_patience"])
                 trunk.train()
                 heads.train()
@@ -767,7 +775,7 @@ def train(config: Config) -> dict[str, Any]:
                         # As the released code: a fresh optimizer at the lower lr (Adam's moments restart).
                         lr = max(lr / float(schedule["lr_factor"]), float(schedule["lr_min"]))
                         patience = int(schedule["lr_patience"])
-                        optimizer = _make_optimizer(params, schedule, lr)
+                        optimizer = fresh_optimizer(lr)
                 if schedule["lr_schedule"] == "step" and (epoch + 1) in schedule["milestones"]:
                     lr = max(lr / float(schedule["lr_factor"]), float(schedule["lr_min"]))  # in place, as the released SGD code
                 for group in optimizer.param_groups:
