@@ -27,6 +27,9 @@ REGISTRY: dict[str, tuple[str | type[ContinualMethod], dict[str, Any]]] = {
     "agscl": ("agscl.ags:AGSCL", {}),
     "packnet": ("agscl.packnet:PackNet", {}),
     "hat": ("supervised.hat:HAT", {}),
+    "redo": ("agscl.redo:ReDo", {}),
+    "shrink_perturb": ("agscl.shrink_perturb:ShrinkPerturb", {}),
+    "l2init": ("agscl.l2init:L2Init", {}),
 }
 
 #: Keywords a learner offers every method (the run's task count, seed, the network's initializer);
