@@ -52,8 +52,7 @@ import torch
 from torch import nn
 
 from agscl.base import ContinualMethod, HeadSpec, Hparam, module_device
-
-CONTEXT_KEYS = ("num_tasks", "seed", "init_fn")
+from agscl.registry import CONTEXT_KEYS, make_method, method_class
 
 
 class Composite(ContinualMethod):
@@ -64,8 +63,6 @@ class Composite(ContinualMethod):
     plasticity_name: ClassVar[str]
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], **kwargs: Any) -> None:
-        from agscl.registry import make_method
-
         super().__init__(trunk, heads)
         names = (self.stability_name, self.plasticity_name)
         routed: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
@@ -87,8 +84,6 @@ class Composite(ContinualMethod):
 
     @staticmethod
     def _accepted(name: str) -> set[str]:
-        from agscl.registry import method_class
-
         params = inspect.signature(method_class(name).__init__).parameters
         return {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
 
