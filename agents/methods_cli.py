@@ -4,7 +4,8 @@ Each method class declares its hyperparameters (:class:`agscl.base.Hparam`); thi
 the ones of every method the agent can drive (``learners`` contains ``"rl"``) into fields of the
 agent's ``Args`` dataclass, so a new method needs no agent code: its file and one registry line.
 A hyperparameter shared by several methods under the same flag (``--ewc-lambda`` of ewc and
-online_ewc) is one flag. It also holds the small protocol helpers the PPO loop calls: the
+online_ewc) is one flag. ``--method`` also takes every ``stability+plasticity`` composition
+(``agscl+redo``, :mod:`agscl.compose`), whose flags are its two parts' flags. It also holds the small protocol helpers the PPO loop calls: the
 optional ``use_task`` context and the retraining phase of methods with a ``prune`` hook.
 """
 
@@ -42,9 +43,10 @@ def _help(hp: Hparam, users: list[str]) -> str:
 def with_method_flags(base: type, default_method: str, learner: str = LEARNER) -> type:
     """``base`` (a dataclass) plus ``method`` (a Literal of the registered names) and one field
     per method flag, with the declared default (``rl_default`` when set), help and range."""
-    names = method_names(learner)
+    names = method_names(learner, composites=True)
     fields: list[tuple[str, Any, Any]] = [(
-        "method", Annotated[Literal[names], tyro.conf.arg(help="the continual-learning method")],  # type: ignore[valid-type]
+        "method", Annotated[Literal[names], tyro.conf.arg(  # type: ignore[valid-type]
+            help="the continual-learning method, or a stability method and a plasticity method (agscl+redo)")],
         dataclasses.field(default=default_method),
     )]
     for flag, (hp, users) in flag_specs(learner).items():

@@ -320,6 +320,7 @@ class Run:
             self.optimizer = build_optimizer(self.agent.trunk, self.agent.heads, self.game, args.learning_rate,
                                              args.optimizer_per_game, fused=args.fused_adam)
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.method.attach_optimizer(self.optimizer)  # every optimizer the method may edit (ReDo's moments)
         self.last_checkpoint: str | None = None
         self.stop = StopRequest()
         self.fast = FastPath(args, self.device)
@@ -535,6 +536,7 @@ class Run:
             if self.optimizer is None or (args.optimizer_per_game and self.update == 0):
                 self.optimizer = build_optimizer(agent.trunk, agent.heads, g, args.learning_rate, args.optimizer_per_game,
                                                  fused=args.fused_adam)
+                method.attach_optimizer(self.optimizer)
             if not args.optimizer_per_game:
                 optimizer_covers(self.optimizer, agent.heads)  # this game's head joins the sequence's Adam
             optimizer, params = self.optimizer, list(agent.trunk.parameters()) + list(agent.heads[g].parameters())
@@ -598,6 +600,7 @@ class Run:
                     method.prune(g)
                     optimizer = self.optimizer = build_optimizer(agent.trunk, agent.heads, g, args.learning_rate,
                                                                  args.optimizer_per_game, fused=args.fused_adam)
+                    method.attach_optimizer(optimizer)
                     self.log(f"{args.method}: pruned for {game}, retraining updates {prune_at}..{self.num_updates}")
                 set_lr(optimizer, lr)
 

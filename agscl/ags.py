@@ -131,12 +131,18 @@ class AGSCL(ContinualMethod):
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed))
         self.history: list[dict[str, float]] = []
+        # Unimportant nodes whose group the proximal operator left exactly zero at its latest
+        # step (or that were zero at the task's start): the lasso's decision, see protected_nodes.
+        self.held_zero: list[torch.Tensor] = [torch.zeros(layer.num_nodes, dtype=torch.bool, device=device)
+                                              for layer in self.layers]
 
     # -- hooks -------------------------------------------------------------------------
     def begin_task(self, task: int) -> None:
         super().begin_task(task)
         if self.anchor_w is None:
             self._snapshot_anchor()
+        with torch.no_grad():
+            self.held_zero = [(omega == 0) & (_group_norms(layer.module) == 0) for omega, layer in zip(self.omega, self.layers)]
 
     def penalty(self) -> torch.Tensor:
         """Zero: both penalty terms act through the proximal step, not through the gradient."""
@@ -189,10 +195,12 @@ class AGSCL(ContinualMethod):
                 factor = shrink_factor(norm, tau[part])
                 torch.lerp(target[part], rows[part], factor.unsqueeze(1), out=rows[part])
                 factors.append(factor)
+            factor = torch.cat(factors)
             if bias is not None:
-                bias.copy_(torch.lerp(self.anchor_b[index], bias, torch.cat(factors)))
+                bias.copy_(torch.lerp(self.anchor_b[index], bias, factor))
             if rows.data_ptr() != weight.data_ptr():
                 weight.copy_(rows.view_as(weight))
+            self.held_zero[index] = (omega == 0) & (factor == 0)  # shrunk exactly to their target 0
 
     @torch.no_grad()
     def apply_masks(self) -> None:
@@ -335,6 +343,35 @@ class AGSCL(ContinualMethod):
             moved.append(drift != 0)
         return torch.cat(moved).cpu()
 
+    # -- what a composed plasticity method must leave alone (agscl/compose.py) ---------------
+    def protected_nodes(self) -> list[torch.Tensor]:
+        """Per trunk layer, True for the nodes no plasticity method may change: the important
+        nodes of earlier tasks (``Omega > 0``, frozen by the drift penalty) and the unimportant
+        nodes the group lasso holds at exactly zero (``held_zero``). The lasso empties a node on
+        purpose, to free it for later tasks, and (I.2) re-draws a fraction ``rho`` of the freed
+        nodes at each task's end; a plasticity method re-filling them would undo that decision
+        within the task. What stays free: unimportant nodes with a nonzero group, e.g. ReLUs that
+        died with their weights, which AGS-CL has no mechanism to revive during a task."""
+        return [(omega > 0) | held for omega, held in zip(self.omega, self.held_zero)]
+
+    @torch.no_grad()
+    def protected(self) -> dict[torch.Tensor, torch.Tensor]:
+        """Per parameter, True where no plasticity method may write: the rows (weights and bias)
+        of :meth:`protected_nodes`, and the heads of learned tasks other than the current one (such
+        a head reads the frozen nodes; its columns of free nodes are zero-fixed by (I.1))."""
+        masks: dict[torch.Tensor, torch.Tensor] = {}
+        for layer, nodes in zip(self.layers, self.protected_nodes()):
+            module = layer.module
+            masks[module.weight] = nodes.view((-1,) + (1,) * (module.weight.ndim - 1)).expand_as(module.weight)
+            if module.bias is not None:
+                masks[module.bias] = nodes
+        for task in range(min(len(self.heads), self.tasks_learned)):
+            if task != self.task:
+                for head in task_heads(self.heads, task):
+                    for p in head.parameters():
+                        masks[p] = torch.ones_like(p, dtype=torch.bool)
+        return masks
+
     # -- statistics ------------------------------------------------------------------------
     def sparsity(self) -> float:
         """``|G0| / |G|``: fraction of nodes that are still unimportant."""
@@ -388,6 +425,7 @@ class AGSCL(ContinualMethod):
             head_fixed_zero={f"{t}:{p}": m.clone() for (t, p), m in self.head_fixed_zero.items()},
             generator=self.generator.get_state(),
             history=[dict(h) for h in self.history],
+            held_zero=[h.clone() for h in self.held_zero],
         )
         return state
 
@@ -411,3 +449,5 @@ class AGSCL(ContinualMethod):
             self.head_fixed_zero[(task, position)] = mask.to(device)
         self.generator.set_state(state["generator"])
         self.history = [dict(h) for h in state["history"]]
+        if "held_zero" in state:  # states written before it was kept: begin_task recomputes it
+            self.held_zero = [h.to(device) for h in state["held_zero"]]

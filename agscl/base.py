@@ -32,6 +32,17 @@ HAT in ``supervised/hat.py`` and PackNet have it) and ``prune(task)`` with a
 ``retrain_fraction`` (PackNet: called once when the task's retraining phase begins, the last
 ``retrain_fraction`` of its updates or epochs, see :func:`retrain_start`; the learner then
 resets its optimizer).
+
+Every learner calls :meth:`ContinualMethod.attach_optimizer` with each optimizer it builds (a
+task's first, a fresh one after PackNet's pruning or a plateau, one restored from a checkpoint),
+before the first ``step()`` of that optimizer. Most methods ignore it; ReDo
+(:mod:`agscl.redo`) needs it to zero the Adam moments of the units it re-initializes. Between
+two calls the method may read and edit that optimizer's ``state`` in its hooks.
+
+A stability method (AGS-CL, PackNet) may be composed with a plasticity method (ReDo,
+shrink-and-perturb, L2 Init) under one name, ``"agscl+redo"``: see :mod:`agscl.compose` for the
+hook order and for the rule that a plasticity method never changes what the stability method
+``protected()`` returns.
 """
 
 from __future__ import annotations
@@ -208,6 +219,10 @@ class ContinualMethod:
 
     def after_step(self, lr: float) -> None:
         """Called after every ``optimizer.step()`` with the lr that step used."""
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called by the learner with every optimizer it builds or restores, before that
+        optimizer's first step (see the module docstring). Does nothing by default."""
 
     def end_epoch(self, lr: float) -> None:
         """Called after each epoch (a PPO epoch in RL) with the current lr."""

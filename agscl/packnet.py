@@ -44,7 +44,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from agscl.base import ContinualMethod, HeadSpec, Hparam, module_device
+from agscl.base import ContinualMethod, HeadSpec, Hparam, module_device, task_heads
 
 FREE = 0
 MAX_TASKS = 254
@@ -214,6 +214,29 @@ class PackNet(ContinualMethod):
             with torch.no_grad():
                 for p, value in saved:
                     p.copy_(value)
+
+    # -- what a composed plasticity method must leave alone (agscl/compose.py) ---------------
+    @torch.no_grad()
+    def protected(self) -> dict[torch.Tensor, torch.Tensor]:
+        """Per parameter, True where no plasticity method may write: every owned weight (earlier
+        tasks' and, once pruned, the current task's kept ones), every weight during the
+        retraining phase (the pruned ones are held at 0 until the task ends), the biases once
+        the first task is learned (they are frozen), and the heads of learned tasks other than
+        the current one."""
+        params = self._params()
+        retraining = self.pruned_task is not None and self.pruned_task == self.task
+        masks: dict[torch.Tensor, torch.Tensor] = {}
+        for name, owner in zip(self.names, self.owner):
+            masks[params[name]] = torch.ones_like(owner, dtype=torch.bool) if retraining else owner != FREE
+        for name in self.shared_names:
+            p = params[name]
+            masks[p] = torch.full_like(p, self.tasks_learned >= 1, dtype=torch.bool)
+        for task in range(min(len(self.heads), self.tasks_learned)):
+            if task != self.task:
+                for head in task_heads(self.heads, task):
+                    for p in head.parameters():
+                        masks[p] = torch.ones_like(p, dtype=torch.bool)
+        return masks
 
     # -- bookkeeping -----------------------------------------------------------------------
     def stored_bytes(self) -> int:

@@ -4,6 +4,10 @@ Adding a method is its own file plus one line in :data:`REGISTRY`. The class dec
 ``name``, its user-facing hyperparameters (:class:`agscl.base.Hparam`: default, allowed range,
 one-line help) and which learners can drive it (``learners``); both learners build their
 ``--method`` choices and method flags from here (``agents/methods_cli.py``, ``supervised/train.py``).
+
+A name ``"a+b"`` composes a stability method ``a`` (one with ``protected()``: agscl, packnet)
+with a plasticity method ``b`` (``role = "plasticity"``: redo, shrink_perturb, l2init); every
+function here accepts it (:mod:`agscl.compose`). Its hyperparameters are both parts'.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ REGISTRY: dict[str, tuple[str | type[ContinualMethod], dict[str, Any]]] = {
     "agscl": ("agscl.ags:AGSCL", {}),
     "packnet": ("agscl.packnet:PackNet", {}),
     "hat": ("supervised.hat:HAT", {}),
+    "redo": ("agscl.redo:ReDo", {}),
+    "shrink_perturb": ("agscl.shrink_perturb:ShrinkPerturb", {}),
+    "l2init": ("agscl.l2init:L2Init", {}),
 }
 
 #: Keywords a learner offers every method (the run's task count, seed, the network's initializer);
@@ -34,18 +41,65 @@ REGISTRY: dict[str, tuple[str | type[ContinualMethod], dict[str, Any]]] = {
 CONTEXT_KEYS = ("num_tasks", "seed", "init_fn")
 
 
-def method_names(learner: str | None = None) -> tuple[str, ...]:
+def method_names(learner: str | None = None, *, composites: bool = False) -> tuple[str, ...]:
     """Registered method names, in registration order; with ``learner`` ("rl" or "supervised")
-    only those that learner can drive."""
-    return tuple(n for n in REGISTRY if learner is None or learner in method_class(n).learners)
+    only those that learner can drive; ``composites``: then every valid ``stability+plasticity``
+    pair that learner can drive."""
+    names = tuple(n for n in REGISTRY if learner is None or learner in method_class(n).learners)
+    if not composites:
+        return names
+    pairs = tuple(f"{a}+{b}" for a in stability_names() for b in plasticity_names())
+    return names + tuple(p for p in pairs if learner is None or learner in method_class(p).learners)
+
+
+def stability_names() -> tuple[str, ...]:
+    """Registered methods that declare what they protect (``protected()``): the first part of a composition."""
+    return tuple(n for n in REGISTRY if callable(getattr(method_class(n), "protected", None)))
+
+
+def plasticity_names() -> tuple[str, ...]:
+    """Registered plasticity methods (``role = "plasticity"``): the second part of a composition."""
+    return tuple(n for n in REGISTRY if getattr(method_class(n), "role", None) == "plasticity")
 
 
 def _unknown(name: str) -> ValueError:
-    return ValueError(f"unknown method {name!r}: choose one of {', '.join(REGISTRY)}")
+    return ValueError(f"unknown method {name!r}: choose one of {', '.join(REGISTRY)}, "
+                      f"or a stability+plasticity pair such as agscl+redo")
+
+
+def _parts(name: str) -> tuple[str, str]:
+    """``"a+b"`` checked: a stability method, then a plasticity method (one-line ``ValueError``)."""
+    parts = name.split("+")
+    for part in parts:
+        if part not in REGISTRY:
+            raise _unknown(part)
+    stability, plasticity = ", ".join(stability_names()), ", ".join(plasticity_names())
+    if len(parts) != 2:
+        raise ValueError(f"method {name!r}: a composition is one stability method and one plasticity method, "
+                         f"e.g. agscl+redo")
+    a, b = parts
+    if a in plasticity_names() and b not in plasticity_names():
+        raise ValueError(f"method {name!r}: write the stability method first ({b}+{a})")
+    if b not in plasticity_names():
+        raise ValueError(f"method {name!r}: {b} is not a plasticity method; the second part must be one of {plasticity}")
+    if a not in stability_names():
+        raise ValueError(f"method {name!r}: {a} has no notion of protected capacity, so {b} could not know what to "
+                         f"leave alone; compose {b} with one of {stability}")
+    return a, b
+
+
+_COMPOSITES: dict[str, type[ContinualMethod]] = {}
 
 
 def method_class(name: str) -> type[ContinualMethod]:
-    """The class implementing method ``name`` (a key of :data:`REGISTRY`)."""
+    """The class implementing method ``name`` (a key of :data:`REGISTRY`, or ``"a+b"``)."""
+    if "+" in name:
+        if name not in _COMPOSITES:
+            from agscl.compose import composite_class
+
+            a, b = _parts(name)
+            _COMPOSITES[name] = composite_class(name, method_class(a), method_class(b), method_hparams(a), method_hparams(b))
+        return _COMPOSITES[name]
     if name not in REGISTRY:
         raise _unknown(name)
     target = REGISTRY[name][0]
@@ -56,7 +110,10 @@ def method_class(name: str) -> type[ContinualMethod]:
 
 
 def method_hparams(name: str) -> tuple[Hparam, ...]:
-    """The hyperparameters method ``name`` takes (its class's, less what the entry fixes)."""
+    """The hyperparameters method ``name`` takes (its class's, less what the entry fixes; a
+    composition's: both parts')."""
+    if "+" in name:
+        return tuple(method_class(name).hparams)
     cls, fixed = method_class(name), REGISTRY[name][1]
     return tuple(cls.declared_hparams(fixed))
 
@@ -64,7 +121,10 @@ def method_hparams(name: str) -> tuple[Hparam, ...]:
 def make_method(name: str, trunk: nn.Module, heads: Sequence[HeadSpec], **hparams: Any) -> ContinualMethod:
     """Instantiate method ``name`` on ``trunk``/``heads``. :data:`CONTEXT_KEYS` among ``hparams``
     go only to a constructor that takes them (``num_tasks`` to PackNet and HAT, ``seed`` and
-    ``init_fn`` to AGS-CL); ``online_ewc`` is EWC with ``online=True``."""
+    ``init_fn`` to AGS-CL and the plasticity methods); ``online_ewc`` is EWC with
+    ``online=True``; ``"a+b"`` builds both parts (:class:`agscl.compose.Composite`)."""
+    if "+" in name:
+        return method_class(name)(trunk, heads, **hparams)
     if name not in REGISTRY:
         raise _unknown(name)
     cls, fixed = method_class(name), REGISTRY[name][1]

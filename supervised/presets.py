@@ -172,9 +172,12 @@ def schedule_for(benchmark: str) -> Schedule:
 
 
 def hparams_for(benchmark: str, method: str) -> dict[str, Any]:
-    """A copy of ``method``'s preset hyperparameters on ``benchmark``."""
+    """A copy of ``method``'s preset hyperparameters on ``benchmark`` (a composition
+    ``agscl+redo``: each part's preset)."""
     if benchmark not in HPARAMS:
         raise ValueError(f"unknown benchmark {benchmark!r}: valid choices are {', '.join(HPARAMS)}")
+    if "+" in method and method in method_names("supervised", composites=True):
+        return {k: v for part in method.split("+") for k, v in hparams_for(benchmark, part).items()}
     if method not in method_names("supervised"):
         raise ValueError(f"unknown method {method!r}: valid choices are {', '.join(method_names('supervised'))}")
     return {**declared_defaults(method), **HPARAMS[benchmark].get(method, {})}
@@ -182,4 +185,6 @@ def hparams_for(benchmark: str, method: str) -> dict[str, Any]:
 
 def source_of(benchmark: str, key: str) -> str:
     """Where the preset ``key`` ("schedule" or a method name) of ``benchmark`` comes from."""
+    if "+" in key:
+        return "; ".join(f"{part}: {source_of(benchmark, part)}" for part in key.split("+"))
     return SOURCES[benchmark].get(key, "the defaults the method's class declares (agscl registry)")

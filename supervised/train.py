@@ -40,6 +40,7 @@ from torch import nn
 
 from agscl.base import ContinualMethod, Hparam, check_range, retrain_start
 from agscl.registry import method_hparams
+from agscl.registry import method_names as method_names_of
 from common.runio import torch_save_atomic, write_bytes_atomic
 from common.runio import versions as runio_versions
 from agscl import metrics as M
@@ -60,6 +61,8 @@ OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("plateau", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PROX_FREQUENCIES = ("epoch", "step")
+# Methods that read the trunk as a Conv2d/Linear+ReLU chain (agscl/groups.py): no skip connections.
+CHAIN_METHODS = ("agscl", "hat", "redo")
 # Config fields that may change between an interrupted run and its resumption.
 RESUMABLE_FIELDS = ("resume", "overwrite", "progress", "tensorboard", "device", "threads", "data_dir", "runs_dir")
 
@@ -196,7 +199,8 @@ def _with_method_flags(base: type) -> type:
     hyperparameter: ``None`` (the benchmark's preset) for values, the declared default for switches."""
     import tyro
 
-    fields: list[tuple[str, Any, Any]] = [("method", Annotated[str, tyro.conf.arg(help=", ".join(presets.METHOD_NAMES))],
+    methods = ", ".join(presets.METHOD_NAMES) + "; or a stability and a plasticity method, e.g. agscl+redo"
+    fields: list[tuple[str, Any, Any]] = [("method", Annotated[str, tyro.conf.arg(help=methods)],
                                            dataclasses.field(default="agscl"))]
     for name, (decls, users) in method_flag_specs().items():
         help_text = _method_flag_help(decls, users)
@@ -220,8 +224,9 @@ Config = _with_method_flags(Config)  # type: ignore[misc]
 
 
 def method_names() -> tuple[str, ...]:
-    """The methods this trainer drives (agscl registry, ``learners`` with "supervised")."""
-    return presets.METHOD_NAMES
+    """The methods this trainer drives (agscl registry, ``learners`` with "supervised"), and the
+    ``stability+plasticity`` compositions of them (``agscl+redo``, agscl/compose.py)."""
+    return method_names_of("supervised", composites=True)
 
 
 def _check(name: str, value: float, low: float | None, high: float | None, **kw: bool) -> None:
@@ -259,10 +264,10 @@ def resolve(config: Config) -> Resolved:
     _choice("method", config.method, method_names())
     network = config.network or DEFAULT_NETWORK[config.benchmark]
     _choice("network", network, NETWORKS)
-    if config.method in ("agscl", "hat") and network not in PLAIN_NETWORKS:
+    if set(config.method.split("+")) & set(CHAIN_METHODS) and network not in PLAIN_NETWORKS:
         raise UsageError(
             f"method {config.method!r} needs a plain Conv2d/Linear+ReLU chain network ({', '.join(PLAIN_NETWORKS)}); "
-            f"{network!r} has skip connections: use it with finetune, ewc, online_ewc, mas, si or rwalk"
+            f"{network!r} has skip connections: use it with a method other than {', '.join(CHAIN_METHODS)}"
         )
     _choice("device", config.device, DEVICES)
     if config.device == "cuda" and not torch.cuda.is_available():
@@ -604,7 +609,7 @@ def train(config: Config) -> dict[str, Any]:
             load_pretrained(trunk, resolved.network, config.weights)
         except WeightsMismatchError as exc:
             raise UsageError(str(exc)) from None
-    if config.method in ("agscl", "hat"):
+    if set(config.method.split("+")) & set(CHAIN_METHODS):
         from agscl.groups import discover_layers
 
         try:
@@ -702,6 +707,14 @@ def train(config: Config) -> dict[str, Any]:
     schedule = resolved.schedule
     epochs, batch_size = int(schedule["epochs"]), int(schedule["batch_size"])
     run_start = time.perf_counter()
+
+    def fresh_optimizer(lr: float) -> torch.optim.Optimizer:
+        """A fresh optimizer over this task's ``params``, attached to the method (the protocol's
+        ``attach_optimizer``: ReDo zeroes the moments of the units it re-initializes)."""
+        optimizer = _make_optimizer(params, schedule, lr)
+        method.attach_optimizer(optimizer)
+        return optimizer
+
     try:
         task_bar = _progress(range(start_task, num_tasks), config.progress, desc=f"{resolved.label} tasks",
                              initial=start_task, total=num_tasks)
@@ -716,14 +729,14 @@ def train(config: Config) -> dict[str, Any]:
             before = [b.clone() for b in before] if before else None
             params = list(trunk.parameters()) + list(heads.parameters()) + extra_params
             lr, best_loss, patience = float(schedule["lr"]), math.inf, int(schedule["lr_patience"])
-            optimizer = _make_optimizer(params, schedule, lr)
+            optimizer = fresh_optimizer(lr)
             best_state: dict[str, Any] | None = None
             prune_at = retrain_start(method, epochs)  # PackNet: prune, then retrain the kept weights
             epoch_bar = _progress(range(epochs), config.progress, desc=f"task {t} ({task_data.name})", leave=False)
             for epoch in epoch_bar:
                 if epoch + 1 == prune_at:  # a fresh optimizer; the best epoch is sought among the retraining ones
                     method.prune(t)  # type: ignore[attr-defined]
-                    optimizer = _make_optimizer(params, schedule, lr)
+                    optimizer = fresh_optimizer(lr)
                     best_loss, best_state, patience = math.inf, None, int(schedule["lr_patience"])
                 trunk.train()
                 heads.train()
@@ -767,7 +780,7 @@ def train(config: Config) -> dict[str, Any]:
                         # As the released code: a fresh optimizer at the lower lr (Adam's moments restart).
                         lr = max(lr / float(schedule["lr_factor"]), float(schedule["lr_min"]))
                         patience = int(schedule["lr_patience"])
-                        optimizer = _make_optimizer(params, schedule, lr)
+                        optimizer = fresh_optimizer(lr)
                 if schedule["lr_schedule"] == "step" and (epoch + 1) in schedule["milestones"]:
                     lr = max(lr / float(schedule["lr_factor"]), float(schedule["lr_min"]))  # in place, as the released SGD code
                 for group in optimizer.param_groups:

@@ -290,7 +290,7 @@ def test_learners_choices_come_from_the_registry():
     from supervised import presets
     import typing
 
-    assert typing.get_args(typing.get_type_hints(Args)["method"]) == method_names("rl")
+    assert typing.get_args(typing.get_type_hints(Args)["method"]) == method_names("rl", composites=True)
     assert "packnet" in method_names("rl") and "hat" not in method_names("rl")
     assert presets.METHOD_NAMES == method_names("supervised") and "packnet" in presets.METHOD_NAMES
     args = Args()  # the flags users have keep their names and defaults
