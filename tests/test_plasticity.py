@@ -358,7 +358,9 @@ def test_agscl_redo_never_recycles_important_or_lasso_emptied_nodes():
 def test_packnet_compositions_never_change_owned_weights_frozen_biases_or_task0(plasticity):
     trunk, heads = mlp()
     x0, x1 = torch.randn(32, 6), torch.randn(32, 6)
-    extra = {"redo": dict(redo_tau=1e9, redo_interval=1), "shrink_perturb": dict(sp_shrink=0.5, sp_perturb=0.5),
+    # redo every 5 steps: a unit recycled at every step would never train (its outgoing weights are
+    # zero), and PackNet lets the weights a task never trained go back to free (zero) at its end
+    extra = {"redo": dict(redo_tau=1e9, redo_interval=5), "shrink_perturb": dict(sp_shrink=0.5, sp_perturb=0.5),
              "l2init": dict(l2init_lambda=5.0)}[plasticity]
     method = make_method(f"packnet+{plasticity}", trunk, heads, num_tasks=2, seed=0, **extra)
     learn(method, trunk, heads, 0, x0)
