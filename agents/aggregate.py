@@ -52,6 +52,8 @@ from agents.plot_continual import steps_axis
 from agents.results import (Stats, best_evaluations, boundary_evaluations, games_done, load_results, mean_of, normalization_note,
                             normalized,
                             pooled, run_ratios, save_figure_atomic, score_matrix, write_json_atomic, write_text_atomic)
+from common.cli import parse
+from common.runio import check_output_dir, check_output_file
 
 CONFIDENCE = 0.95
 RESAMPLES = 10_000
@@ -542,8 +544,11 @@ class AggregateArgs:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI (module docstring): bad input is one line on stderr and exit code 2; unfinished runs
     are left out with one line each."""
-    args = tyro.cli(AggregateArgs, args=argv, description=__doc__.split("\n\n")[0])
     try:
+        args = parse(AggregateArgs, argv, description=__doc__.split("\n\n")[0])
+        check_output_dir(args.out_dir, "--out-dir")
+        for ext in (".md", ".json", ".png", "_after_games.png"):
+            check_output_file(os.path.join(args.out_dir, args.name + ext), "--out-dir/--name")
         dirs, labels = list(args.runs), None if args.labels is None else list(args.labels)
         if args.sweep_dir is not None:
             if dirs:

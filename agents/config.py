@@ -17,19 +17,21 @@ import os
 import random
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from typing import Any, Sequence, TypeVar
 
 import numpy as np
 import torch
-import tyro
 
-from agents.methods_cli import method_kwargs
 from agents import tracking
+from agents.methods_cli import flag_specs, method_kwargs
 from agents.network import TRUNK_INITS, Agent
-from agents.rundir import args_from_config, has_run_files, load_checkpoint, load_reference, stored_config
+from agents.rundir import args_from_config, foreign_entries, has_run_files, load_checkpoint, load_reference, stored_config
 from agents.runtime import UserError
-from agscl.registry import make_method
+from agscl.registry import make_method, method_hparams
+from common.cli import CliError, parse
+from common.runio import OutputError, check_output_dir, first_line
 from envs.atari import PAPER_GAMES
 from envs.minatar import MAX_EPISODE_STEPS as MINATAR_MAX_STEPS
 from envs.suites import SUITES, get_suite
@@ -158,13 +160,43 @@ def parse_args(args_cls: type[A], argv: Sequence[str] | None = None) -> A:
     preset = _flag_from_argv(argv, "--preset", "none")
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r} is not valid: choose one of {', '.join(PRESETS)}")
+    method = _flag_from_argv(argv, "--method", "")
+    methods = typing.get_args(typing.get_type_hints(args_cls)["method"])
+    if method and method not in methods:
+        raise UserError(f"--method {method!r} is not valid: choose one of {', '.join(methods)}")
     if any(t == "--sequence" or t.startswith("--sequence=") for t in argv) and any(
             t == "--games" or t.startswith("--games=") for t in argv):
         raise UserError("--sequence and --games were both given: name the games with one of them")
     if preset == "paper" and suite != "atari":
         raise UserError(f"--preset paper is the authors' Atari setting: it cannot be combined with --suite {suite}")
     default = dataclasses.replace(args_cls(), suite=suite, preset=preset, **SUITE_DEFAULTS[suite], **PRESETS[preset])  # type: ignore[type-var]
-    return tyro.cli(args_cls, args=argv, default=default, description=_description(args_cls))
+    try:
+        args = parse(args_cls, argv, default=default, description=_description(args_cls))
+    except CliError as exc:
+        raise UserError(str(exc)) from None
+    for line in ignored_method_flags(args, argv):
+        print(f"ppo_continual: warning: {line}", file=sys.stderr, flush=True)
+    return args
+
+
+def ignored_method_flags(args: Any, argv: Sequence[str]) -> list[str]:
+    """One line per method flag on the command line that ``--method`` does not take (it is
+    ignored: ``--method finetune --mu 5``)."""
+    specs = flag_specs()
+    out = []
+    for token in argv:
+        if not token.startswith("--"):
+            continue
+        name = token[2:].split("=", 1)[0].replace("-", "_")
+        if name not in specs and name.startswith("no_") and name[3:] in specs:
+            name = name[3:]
+        hp_users = specs.get(name)
+        if hp_users is not None and args.method not in hp_users[1]:
+            flag = "--" + token[2:].split("=", 1)[0]
+            line = f"{flag} is ignored: --method {args.method} does not take it (it is a flag of {', '.join(hp_users[1])})"
+            if line not in out:
+                out.append(line)
+    return out
 
 
 def _description(args_cls: type) -> str | None:
@@ -227,6 +259,11 @@ def validate(args: Any) -> list[str]:
             f"--num-minibatches={args.num_minibatches} does not divide the batch num_envs*num_steps={batch}: "
             f"choose a divisor of {batch}"
         )
+    for hp in method_hparams(args.method):
+        try:
+            hp.check(getattr(args, hp.flag), "--" + hp.flag.replace("_", "-"))
+        except ValueError as exc:
+            raise UserError(f"--method {args.method}: {exc}") from None
     budgets = game_budgets(args.steps_per_game, len(games))
     _check("steps_per_game", budgets is not None, f"one value, or one per game ({len(games)})", args.steps_per_game)
     _check("steps_per_game", min(budgets or [0]) >= batch, f"at least one PPO batch (num_envs*num_steps={batch}) per game",
@@ -261,6 +298,14 @@ class Setup:
     restart: bool = False  # --resume of a run without a checkpoint: started again in its directory
 
 
+def _check_writable(run_dir: str, what: str) -> None:
+    """UserError naming ``run_dir`` and the reason when the run could not write there."""
+    try:
+        check_output_dir(run_dir, what)
+    except OutputError as exc:
+        raise UserError(str(exc)) from None
+
+
 def prepare(args_cls: type, argv: Sequence[str] | None = None) -> Setup:
     """Parse ``argv`` into ``args_cls`` (the agent's Args) and check everything (games, ranges,
     method, run directory, reference, resume); seeds the RNGs and builds the agent and its method,
@@ -271,6 +316,7 @@ def prepare(args_cls: type, argv: Sequence[str] | None = None) -> Setup:
         run_dir = os.path.normpath(args.resume)
         if not os.path.isdir(run_dir):
             raise UserError(f"--resume {args.resume}: no such run directory")
+        _check_writable(run_dir, "--resume")
         latest = os.path.join(run_dir, "ckpt", "latest.pt")
         if os.path.exists(latest):
             checkpoint = load_checkpoint(latest)
@@ -296,6 +342,14 @@ def prepare(args_cls: type, argv: Sequence[str] | None = None) -> Setup:
             run_dir = os.path.join(args.runs_dir, args.run_name)
         if not restart and has_run_files(run_dir):
             raise UserError(f"{run_dir} already exists: choose another --run-name, or continue it with --resume {run_dir}")
+        if not restart:
+            if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
+                raise UserError(f"--run-name {args.run_name}: {run_dir} exists and is not a directory: choose another --run-name")
+            foreign = foreign_entries(run_dir)
+            if foreign:
+                raise UserError(f"{run_dir} exists and holds no run but other files ({', '.join(foreign[:3])}"
+                                f"{', ...' if len(foreign) > 3 else ''}): choose another --run-name, or remove it")
+            _check_writable(run_dir, "run directory")
         if args.reference_run is not None:
             reference = load_reference(args.reference_run, games)
     else:
@@ -309,7 +363,7 @@ def prepare(args_cls: type, argv: Sequence[str] | None = None) -> Setup:
             agent.load_state_dict(checkpoint["agent"])
             method.load_state_dict(checkpoint["method"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{run_dir}/ckpt/latest.pt does not fit its config ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
+            raise UserError(f"{run_dir}/ckpt/latest.pt does not fit its config ({first_line(exc)})") from None
     if args.suite == "atari" and args.backend == "envpool":
         try:
             import envpool  # noqa: F401

@@ -23,12 +23,14 @@ import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import tyro
 
 from agents import normalize, plot_continual
 from agents.results import load_results
+from common.cli import CliError, parse
+from common.runio import OutputError, check_output_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = ("finetune", "agscl")
 
 
 @dataclass
@@ -55,8 +57,34 @@ class DemoArgs:
     """record one game of every learned game at each game boundary (runs/demo_<time>/<method>/videos, TensorBoard)"""
 
 
+def check_runs(common: list[str]) -> None:
+    """Both trainings' command lines through the agent's own checks (games, ranges, method), so
+    that bad input is one line before anything is created or launched; UserError otherwise."""
+    from agents.config import parse_args, validate
+    from agents.ppo_continual import Args
+
+    for method in METHODS:
+        validate(parse_args(Args, [*common, "--method", method, "--run-name", method]))
+
+
+def last_line(path: str) -> str:
+    """The last non-empty line of a child's log: its own error line when it failed."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f.read()[-4096:].replace("\r", "\n").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = tyro.cli(DemoArgs, args=argv, description=__doc__.split("\n\n")[0])
+    from agents.runtime import UserError
+
+    try:
+        args = parse(DemoArgs, argv, description=__doc__.split("\n\n")[0])
+    except CliError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
     out_dir = args.out_dir or os.path.join("runs", f"demo_{int(time.time())}")
     if os.path.exists(out_dir):
         print(f"demo: error: {out_dir} already exists: pass another --out-dir", file=sys.stderr)
@@ -69,11 +97,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--importance-obs", str(args.importance_obs), "--checkpoint-every", "0", "--runs-dir", out_dir,
         "--seed", str(args.seed), "--torch-threads", "1", "--capture-video" if args.capture_video else "--no-capture-video",
     ]
+    try:
+        check_output_dir(out_dir, "--out-dir")
+        check_runs(common)
+    except (UserError, OutputError) as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
     os.makedirs(out_dir)
     t0 = time.time()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     procs = {}
-    for method in ("finetune", "agscl"):
+    for method in METHODS:
         log = open(os.path.join(out_dir, f"{method}.log"), "w")
         cmd = [sys.executable, os.path.join(ROOT, "agents", "ppo_continual.py"), *common, "--method", method,
                "--run-name", method]
@@ -82,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = []
     for method, (proc, log) in procs.items():
         if proc.wait() != 0:
-            failed.append(f"{method} (exit {proc.returncode}, log {log.name})")
+            failed.append(f"{method} (exit {proc.returncode}: {last_line(log.name) or 'no output'}; log {log.name})")
         log.close()
     if failed:
         print(f"demo: error: {', '.join(failed)}", file=sys.stderr)

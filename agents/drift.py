@@ -25,7 +25,8 @@ import tyro
 
 from agents.rundir import load_checkpoint
 from agents.runtime import UserError
-from common.runio import write_text_atomic
+from common.cli import parse
+from common.runio import check_output_file, write_text_atomic
 
 
 def trunk_weights(agent_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -82,8 +83,12 @@ class DriftArgs:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = tyro.cli(DriftArgs, args=argv, description=__doc__.split("\n\n")[0])
     try:
+        args = parse(DriftArgs, argv, description=__doc__.split("\n\n")[0])
+        if not args.runs:
+            raise ValueError("no run given: name one or more run directories of agents/ppo_continual.py")
+        if args.out:
+            check_output_file(args.out, "--out")
         missing = [r for r in args.runs if not os.path.isdir(r)]
         if missing:
             raise ValueError(f"{missing[0]}: no such run directory")

@@ -39,6 +39,8 @@ import tyro
 
 from agents.results import best_scores, continual_metrics, load_results, normalization_note, normalized, reference_scores
 from agents.tb_events import add_png, add_scalars, write_event_file
+from common.cli import parse
+from common.runio import check_output_file
 
 #: The event file this module owns in a run directory. "tfevents" makes TensorBoard read it;
 #: 9999999999 sorts it after the agent's files (events.out.tfevents.<unix time>.<host>...).
@@ -109,7 +111,7 @@ def normalize_run(run: str, reference: str | None) -> str:
     says what was done. A fine-tuning run is normalized by its own best whatever ``reference``;
     another run needs ``reference``. ``ValueError`` on bad input."""
     results = load_results(run)
-    run_dir = os.path.dirname(os.path.abspath(run)) if run.endswith(".json") else run
+    run_dir = _run_dir(run)
     if results.get("reference") is not None:
         return f"{run_dir}: normalized live by its --reference-run {results['reference'].get('run')}: left as it is"
     is_finetune = results["config"].get("method") == "finetune"
@@ -134,10 +136,17 @@ def normalize_run(run: str, reference: str | None) -> str:
             else f"{run_dir}: no evaluation to normalize")
 
 
+def _run_dir(run: str) -> str:
+    return os.path.dirname(os.path.abspath(run)) if run.endswith(".json") else run
+
+
 def normalize_runs(runs: Sequence[str], reference: str | None) -> list[str]:
-    """:func:`normalize_run` on every run (all checked before any file is written)."""
+    """:func:`normalize_run` on every run (all checked, their event files' places included,
+    before any file is written)."""
     for run in [*runs, *([reference] if reference else [])]:
         load_results(run)
+    for run in runs:
+        check_output_file(os.path.join(_run_dir(run), EVENT_FILE), "run")
     return [normalize_run(run, reference) for run in runs]
 
 
@@ -153,8 +162,8 @@ def add_figure(log_dir: str, png_path: str, step: int = 0, tag: str = FIGURE_TAG
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = tyro.cli(NormalizeArgs, args=argv, description=__doc__.split("\n\n")[0])
     try:
+        args = parse(NormalizeArgs, argv, description=__doc__.split("\n\n")[0])
         if not args.runs:
             raise ValueError("give at least one run directory")
         lines = normalize_runs(args.runs, args.reference)

@@ -28,6 +28,8 @@ import tyro
 from agents.results import (boundary_evaluations, games_done, load_results, normalized, reference_best, reference_diag,
                             reference_random,
                             reference_scores, run_ratios, save_figure_atomic, write_text_atomic)
+from common.cli import parse
+from common.runio import check_output_file
 
 
 @dataclass
@@ -154,10 +156,13 @@ def draw(summaries: Sequence[RunSummary], out: str, reference_label: str) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = tyro.cli(PlotArgs, args=argv, description=__doc__.split("\n\n")[0])
     try:
+        args = parse(PlotArgs, argv, description=__doc__.split("\n\n")[0])
         if not args.runs:
             raise ValueError("give at least one run directory")
+        out = args.out or os.path.join(os.path.dirname(os.path.normpath(args.runs[0])) or ".", "continual_plot.png")
+        check_output_file(out, "--out")
+        check_output_file(os.path.splitext(out)[0] + ".csv", "--out's table")
         if args.labels is not None and len(args.labels) != len(args.runs):
             raise ValueError(f"--labels has {len(args.labels)} entries for {len(args.runs)} runs")
         runs = [load_results(r) for r in args.runs]
@@ -172,8 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"plot_continual: error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or os.path.join(os.path.dirname(os.path.normpath(args.runs[0])) or ".", "continual_plot.png")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     rows = table(summaries)
     draw(summaries, out, os.path.basename(os.path.normpath(ref_where)))
     csv_path = os.path.splitext(out)[0] + ".csv"

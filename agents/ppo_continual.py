@@ -47,6 +47,7 @@ from agents.results import (
     RESULTS_FILE,
     RESULTS_FORMAT,
     continual_metrics,
+    load_results,
     normalization_note,
     remove_stale_temps,
     normalized,
@@ -504,12 +505,16 @@ class Run:
             elif os.path.exists(latest):
                 where = f"last good checkpoint {latest} is intact"
             else:
-                where = "no checkpoint was written before it"
+                where = None
             self.results["progress"]["status"] = "stopped: non-finite loss"
             self.write_results()
             game = self.games[min(self.game, len(self.games) - 1)]
-            print(f"error: {exc} at global_step={self.global_step} (game {game}): run stopped; {where}; "
-                  f"continue from it with --resume {self.run_dir}", file=sys.stderr, flush=True)
+            # without a checkpoint, --resume would restart the same config and diverge the same way
+            advice = (f"{where}; continue from it with --resume {self.run_dir}" if where else
+                      f"no checkpoint was written before it: start again with a smaller --learning-rate "
+                      f"(this run's: {args.learning_rate:g})")
+            print(f"error: {exc} at global_step={self.global_step} (game {game}): run stopped; {advice}",
+                  file=sys.stderr, flush=True)
             return 1
         finally:
             self.writer.close()
@@ -737,6 +742,23 @@ class Run:
         self.log(f"checkpoint {self.last_checkpoint} (+ {os.path.join(self.ckpt_dir, f'game{g}.pt')})")
 
 
+def restore_finished_results(setup: Setup) -> bool:
+    """A finished run's ``results.json`` rewritten from its final checkpoint when it is missing,
+    unreadable (a truncated write by another tool, a disk error) or not marked finished (killed
+    between the last checkpoint and the last write): the checkpoint holds the whole results.
+    Returns whether it was rewritten; a sound file is left as it is."""
+    path = os.path.join(setup.run_dir, RESULTS_FILE)
+    try:
+        if load_results(setup.run_dir)["progress"]["status"] == "finished":
+            return False
+    except ValueError:
+        pass
+    results, ckpt = setup.checkpoint["results"], setup.checkpoint
+    results["progress"].update(status="finished", games_done=len(setup.games), global_step=int(ckpt["global_step"]))
+    write_json_atomic(path, results)
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry: bad input is one line on stderr and exit code 2, before any environment exists."""
     try:
@@ -746,13 +768,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = setup.args
     if setup.checkpoint is not None and setup.checkpoint["game"] >= len(setup.games):
-        print(f"{setup.run_dir} is already finished ({len(setup.games)} games): nothing to resume")
+        rebuilt = " (results.json rebuilt from its checkpoint)" if restore_finished_results(setup) else ""
+        print(f"{setup.run_dir} is already finished ({len(setup.games)} games): nothing to resume{rebuilt}")
         return 0
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    os.makedirs(setup.run_dir, exist_ok=True)
     if setup.restart:
         print(f"{setup.run_dir} has no checkpoint: restarting it from its stored config", flush=True)
-        clear_run_dir(setup.run_dir)
+    if setup.checkpoint is None and os.path.isdir(setup.run_dir):
+        clear_run_dir(setup.run_dir)  # a killed start's leftovers (anything else was refused by prepare)
+    os.makedirs(setup.run_dir, exist_ok=True)
     print(f"run {setup.run_dir}: games {' '.join(setup.games)}, method {args.method}, device {setup.device}", flush=True)
     try:
         return Run(setup).run()

@@ -14,6 +14,7 @@ import torch
 
 from agents.results import RESULTS_FILE, load_results, reference_scores
 from agents.runtime import UserError
+from common.runio import TEMP_PATTERN, first_line
 
 CHECKPOINT_FORMAT = 1
 T = TypeVar("T")
@@ -26,7 +27,7 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds on a truncated or foreign file
-        raise UserError(f"{path} is corrupt or not a checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
+        raise UserError(f"{path} is corrupt or not a checkpoint ({first_line(exc)})") from None
     needed = ("format", "config", "games", "action_counts", "game", "update", "global_step", "agent", "method", "results")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is corrupt or not a checkpoint of agents/ppo_continual.py (format {CHECKPOINT_FORMAT})")
@@ -36,6 +37,23 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 def has_run_files(run_dir: str) -> bool:
     """Whether ``run_dir`` holds a run (results or a checkpoint); an empty leftover does not count."""
     return any(os.path.exists(os.path.join(run_dir, name)) for name in (RESULTS_FILE, os.path.join("ckpt", "latest.pt")))
+
+
+def _leftover(run_dir: str, name: str) -> bool:
+    """Whether ``name`` in ``run_dir`` is what a start killed before its first results left:
+    TensorBoard events, temporaries of interrupted writes, a ``ckpt/`` holding only those."""
+    path = os.path.join(run_dir, name)
+    if name == "ckpt" and os.path.isdir(path):
+        return all(TEMP_PATTERN.search(n) for n in os.listdir(path))
+    return name.startswith("events.out.tfevents") or bool(TEMP_PATTERN.search(name))
+
+
+def foreign_entries(run_dir: str) -> list[str]:
+    """The entries of an existing ``run_dir`` without a run that are not a killed start's
+    leftovers (:func:`_leftover`), sorted: a directory a new run must not be written into."""
+    if not os.path.isdir(run_dir) or has_run_files(run_dir):
+        return []
+    return sorted(n for n in os.listdir(run_dir) if not _leftover(run_dir, n))
 
 
 def stored_config(run_dir: str) -> dict[str, Any]:

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -331,8 +332,11 @@ def learning(args: BenchArgs) -> dict:
         print(f"{suite} {path} seed {seed}: {res['score_matrix'][0][0]:.2f}", flush=True)
         return float(res["score_matrix"][0][0])
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        scores = list(pool.map(one, jobs))
+    try:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            scores = list(pool.map(one, jobs))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # scratch runs: not left in the system's temp directory
     report: dict = {"what": "end-of-game evaluation mean return (16 games), fast (every flag on, bf16 on) vs plain path", "suites": {}}
     for suite in args.suites:
         by = {p: [s for (su, pa, _, _), s in zip(jobs, scores) if su == suite and pa == p] for p in ("plain", "fast")}

@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,7 +41,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import torch
-import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -49,6 +49,8 @@ from agents import ppo_continual  # noqa: E402
 from agents.results import load_results, write_json_atomic  # noqa: E402
 from agents.runtime import versions  # noqa: E402
 from common import runio  # noqa: E402
+from common.cli import parse  # noqa: E402
+from common.runio import check_output_file  # noqa: E402
 
 SECTIONS = ("machine", "cuda_tests", "throughput", "parts", "learning", "kill_resume")
 #: cleanrl's published ppo_atari_envpool returns (10M steps, 3 seeds, mean +- std): the "Experiment
@@ -289,7 +291,12 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = tyro.cli(CheckArgs, args=argv, description=__doc__.split("\n\n")[0])
+    try:
+        args = parse(CheckArgs, argv, description=__doc__.split("\n\n")[0])
+        check_output_file(args.out, "--out")  # its folder is created by the first write (a fresh clone has no runs/)
+    except ValueError as exc:
+        print(f"gpu_check: error: {exc}", file=sys.stderr)
+        return 2
     bad = [s for s in args.sections if s not in SECTIONS]
     if bad:
         print(f"gpu_check: error: unknown section {bad[0]!r}: choose from {', '.join(SECTIONS)}", file=sys.stderr)
@@ -300,23 +307,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.smoke:
         torch.set_num_threads(1)
     report: dict[str, Any] = {"config": asdict(args), "device": device.type, "seconds": {}, "errors": {}}
-    runs = tempfile.mkdtemp(prefix="gpu_check_")
+    runs = tempfile.mkdtemp(prefix="gpu_check_")  # the sections' scratch runs, removed at the end
     steps: dict[str, Callable[[], Any]] = {
         "machine": machine, "cuda_tests": lambda: cuda_tests(args), "throughput": lambda: throughput(args, runs),
         "parts": lambda: parts(args, device), "learning": lambda: learning(args, runs),
         "kill_resume": lambda: kill_resume(args, runs)}
     start = time.time()
-    for name in args.sections:
-        t0 = time.time()
-        print(f"[{time.time() - start:5.0f}s] {name}", flush=True)
-        try:
-            report[name] = steps[name]()
-        except Exception as exc:  # recorded, and the next section still runs
-            report["errors"][name] = f"{exc.__class__.__name__}: {exc}"
-            report.setdefault("tracebacks", {})[name] = traceback.format_exc()[-3000:]
-        report["seconds"][name] = time.time() - t0
-        report["fig7"] = fig7_cost(report)
-        write_json_atomic(args.out, _clean(report))
+    try:
+        for name in args.sections:
+            t0 = time.time()
+            print(f"[{time.time() - start:5.0f}s] {name}", flush=True)
+            try:
+                report[name] = steps[name]()
+            except Exception as exc:  # recorded, and the next section still runs
+                report["errors"][name] = f"{exc.__class__.__name__}: {exc}"
+                report.setdefault("tracebacks", {})[name] = traceback.format_exc()[-3000:]
+            report["seconds"][name] = time.time() - t0
+            report["fig7"] = fig7_cost(report)
+            write_json_atomic(args.out, _clean(report))
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
     report["total_seconds"] = time.time() - start
     write_json_atomic(args.out, _clean(report))
     print_table(report)

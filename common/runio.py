@@ -25,9 +25,11 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], temp_base:
     ``<path>.tmp<pid>`` (``<temp_base>.tmp<pid>`` when given, in the same directory: for readers
     that would pick up a file named like ``path``, e.g. TensorBoard's event files) is written,
     flushed and fsynced, renamed over ``path`` with ``os.replace``, and the directory is fsynced
-    so the rename survives a power cut. Mode 0644 (not mkstemp's 0600)."""
+    so the rename survives a power cut. Mode 0644 (not mkstemp's 0600). Missing parent
+    directories are created (a report into ``runs/bench/`` of a fresh clone)."""
     path = str(path)
     directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     tmp = f"{temp_base or path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -45,6 +47,55 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None], temp_base:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class OutputError(ValueError):
+    """An output that cannot be written (a file in the way, no permission, a read-only file
+    system): one line naming the path and the reason; every entry point reports it as bad input
+    (exit code 2), before any work starts."""
+
+
+def output_dir_problem(path: str | Path) -> str | None:
+    """Why the directory ``path`` could not be created or written into, or None when it can;
+    nothing is created. Its nearest existing part (itself or a parent) must be a directory
+    in which this process may create files."""
+    existing = os.path.abspath(str(path))
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a directory" if os.path.isfile(existing) else f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        except (AttributeError, OSError):
+            read_only = False
+        return f"{existing} is on a read-only file system" if read_only else f"{existing} is not writable (permission denied)"
+    return None
+
+
+def check_output_dir(path: str | Path, what: str) -> None:
+    """:class:`OutputError` ``"<what> <path> cannot be written: <reason>"`` when the directory
+    ``path`` cannot be created or written into (:func:`output_dir_problem`); creates nothing."""
+    problem = output_dir_problem(path)
+    if problem is not None:
+        raise OutputError(f"{what} {path} cannot be written: {problem}")
+
+
+def check_output_file(path: str | Path, what: str) -> None:
+    """:class:`OutputError` when the file ``path`` cannot be written: it is a directory, or its
+    directory cannot be created or written into; creates nothing."""
+    if os.path.isdir(str(path)):
+        raise OutputError(f"{what} {path} cannot be written: it is a directory (give a file name)")
+    problem = output_dir_problem(os.path.dirname(os.path.abspath(str(path))))
+    if problem is not None:
+        raise OutputError(f"{what} {path} cannot be written: {problem}")
+
+
+def first_line(exc: BaseException, limit: int = 120) -> str:
+    """An exception as one short line: its class and the first line of its message (the class
+    alone when the message is empty, as for an ``EOFError`` of an empty file)."""
+    lines = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {lines[0][:limit]}" if lines else exc.__class__.__name__
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -41,7 +41,8 @@ from torch import nn
 from agscl.base import ContinualMethod, Hparam, check_range, retrain_start
 from agscl.registry import method_hparams
 from agscl.registry import method_names as method_names_of
-from common.runio import torch_save_atomic, write_bytes_atomic
+from common.cli import CliError, parse
+from common.runio import OutputError, check_output_dir, first_line, torch_save_atomic, write_bytes_atomic
 from common.runio import versions as runio_versions
 from agscl import metrics as M
 from supervised import presets
@@ -341,6 +342,10 @@ def resolve(config: Config) -> Resolved:
     run_name = config.run_name or f"{config.benchmark}_{config.method}_seed{config.seed}"
     if not run_name or os.sep in run_name or run_name in (".", ".."):
         raise UsageError(f"run_name={run_name!r} must be a plain folder name")
+    try:
+        check_output_dir(Path(config.runs_dir) / run_name, "run folder")
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
     label = config.label or default_label(config.method, hparams)
     return Resolved(config, network, schedule, hparams, Path(config.runs_dir) / run_name, label, device, valid_fraction, cub_split)
 
@@ -580,6 +585,23 @@ class _NullWriter:
         pass
 
 
+CHECKPOINT_KEYS = ("identity", "next_task", "trunk", "heads", "method", "accuracy", "per_task", "timeline", "seconds", "torch_rng")
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`train`; ``UsageError`` naming the file when it is corrupt
+    (empty, truncated, random bytes) or another program's."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch and pickle raise many kinds on a damaged file
+        raise UsageError(f"{path} is corrupt or not a checkpoint ({first_line(exc)}): remove it, or pass --overwrite "
+                         "to start the run again") from None
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in CHECKPOINT_KEYS):
+        raise UsageError(f"{path} is corrupt or not a checkpoint of supervised/train.py: remove it, or pass --overwrite "
+                         "to start the run again")
+    return checkpoint
+
+
 def train(config: Config) -> dict[str, Any]:
     """Run (or resume) the continual sequence; returns the final results dict."""
     resolved = resolve(config)
@@ -587,7 +609,7 @@ def train(config: Config) -> dict[str, Any]:
     checkpoint_path, results_path = run_dir / "checkpoint.pt", run_dir / "results.json"
     checkpoint: dict[str, Any] | None = None
     if config.resume and checkpoint_path.is_file():
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(checkpoint_path)
         stored, current = checkpoint["identity"], identity(resolved)
         if stored != current:
             diff = _first_difference(stored, current)
@@ -850,12 +872,10 @@ def format_matrix(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import tyro
-
-    config = tyro.cli(Config, args=argv, prog="python -m supervised.train", description=__doc__.split("\n\n")[0])
     try:
+        config = parse(Config, argv, prog="python -m supervised.train", description=__doc__.split("\n\n")[0])
         result = train(config)
-    except UsageError as exc:
+    except (UsageError, CliError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_matrix(result))

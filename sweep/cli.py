@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
+from common.runio import OutputError, check_output_dir
 from sweep.engine import EngineOptions, SweepResult, run_sweep
 from sweep.spec import Spec, SweepError, build_spec, load_toml
 
@@ -111,7 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = EngineOptions(args.engine, args.address, args.cpus_per_trial, args.gpus_per_trial, args.retries,
                                not args.no_progress)
         sweep_dir = Path(args.dir or Path("runs/sweeps") / (Path(args.config).stem if args.config else "sweep"))
+        check_output_dir(sweep_dir, "--dir")
         search = _search_options(args, file) if (args.search or "search" in file) else None
+        spec.check_scopes(search.method if search is not None else None)
         if search is not None:
             from sweep.search import run_search
 
@@ -119,10 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(text)
             print(f"search results: {sweep_dir / 'search.json'}")
             return 0 if rows and all(r.get("objective") is not None for r in rows) else 1
-        print(f"sweep {sweep_dir}: {len(spec.trials(sweep_dir))} trials ({spec.trainer}), engine {engine.resolved_engine()}",
-              flush=True)
+        trials = spec.trials(sweep_dir)
+        spec.check_trials(trials)
+        print(f"sweep {sweep_dir}: {len(trials)} trials ({spec.trainer}), engine {engine.resolved_engine()}", flush=True)
         result = run_sweep(spec, sweep_dir, engine)
-    except SweepError as exc:
+    except (SweepError, OutputError) as exc:
         print(f"sweep: error: {exc}", file=sys.stderr)
         return 2
     except (RuntimeError, OSError) as exc:

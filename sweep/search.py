@@ -187,6 +187,9 @@ def run_search(spec: Spec, sweep_dir: str | Path, options: SearchOptions, engine
                cwd: str | None = None) -> tuple[list[dict[str, Any]], str]:
     """References, then the search; returns the ranked rows and their table (also in search.json)."""
     _check(spec, options)
+    if options.algorithm == "grid":  # every configuration through the trainer's own checks before any run
+        grid = spec.method_grid[options.method]
+        spec.check_trials(replace(spec, methods=["finetune", options.method], method_grid={options.method: grid}).trials(Path(sweep_dir)))
     kind = engine.resolved_engine()
     if kind != "ray" and options.algorithm != "grid":
         raise SweepError('search optuna runs through Ray Tune: pip install -e ".[sweep]" (or use --search grid)')

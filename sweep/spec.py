@@ -52,6 +52,52 @@ def _rl_methods() -> tuple[str, ...]:
     return tuple(typing.get_args(typing.get_type_hints(Args)["method"]))
 
 
+def _rl_flags() -> dict[str, tuple[str, ...] | None]:
+    import dataclasses
+
+    from agents.methods_cli import flag_specs
+    from agents.ppo_continual import Args
+
+    methods = flag_specs()
+    return {f.name: tuple(methods[f.name][1]) if f.name in methods else None for f in dataclasses.fields(Args)}
+
+
+def _supervised_flags() -> dict[str, tuple[str, ...] | None]:
+    import dataclasses
+
+    from supervised.train import Config, method_flag_specs
+
+    methods = method_flag_specs()
+    return {f.name: tuple(methods[f.name][1]) if f.name in methods else None for f in dataclasses.fields(Config)}
+
+
+def _check_rl_argv(argv: list[str]) -> None:
+    """The agent's own parse and checks of a trial's flags (no environment, no network)."""
+    import contextlib
+    import io
+
+    from agents.config import parse_args, validate
+    from agents.ppo_continual import Args
+    from agents.runtime import UserError
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # its warnings belong to the trial's log
+            validate(parse_args(Args, argv))
+    except UserError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def _check_supervised_argv(argv: list[str]) -> None:
+    """The supervised trainer's own parse and checks of a trial's flags (no data loaded)."""
+    from common.cli import CliError, parse
+    from supervised.train import Config, UsageError, resolve
+
+    try:
+        resolve(parse(Config, argv))
+    except (CliError, UsageError) as exc:
+        raise SweepError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Trainer:
     """How the sweep drives one trainer CLI; everything else is passed through unchanged."""
@@ -64,6 +110,10 @@ class Trainer:
     """flag naming a finished fine-tuning run (plasticity, normalized returns)"""
     label_flag: str | None
     methods: Callable[[], tuple[str, ...]]
+    flags: Callable[[], dict[str, tuple[str, ...] | None]]
+    """the trainer's flags (field names), each with the methods that take it (None: every method)"""
+    check_argv: Callable[[list[str]], None]
+    """the trainer's own checks of a command line, without running it; SweepError with its message"""
 
     def finished(self, results: dict[str, Any]) -> bool:
         if self.name == "rl":
@@ -77,8 +127,10 @@ class Trainer:
 
 
 TRAINERS: dict[str, Trainer] = {
-    "rl": Trainer("rl", "agents.ppo_continual", "ckpt/latest.pt", "--reference-run", None, _rl_methods),
-    "supervised": Trainer("supervised", "supervised.train", "checkpoint.pt", "--reference", "--label", _supervised_methods),
+    "rl": Trainer("rl", "agents.ppo_continual", "ckpt/latest.pt", "--reference-run", None, _rl_methods, _rl_flags,
+                  _check_rl_argv),
+    "supervised": Trainer("supervised", "supervised.train", "checkpoint.pt", "--reference", "--label", _supervised_methods,
+                          _supervised_flags, _check_supervised_argv),
 }
 
 
@@ -193,6 +245,56 @@ class Spec:
         clash += ["--" + k.replace("_", "-") for k in keys if "--" + k.replace("_", "-") in reserved]
         if clash:
             raise SweepError(f"{clash[0]} is set by the sweep itself (use methods, seeds and the sweep directory)")
+        self._check_grid_keys()
+
+    def _check_grid_keys(self) -> None:
+        """Every grid key is a flag of the trainer, and a method's flag is taken by a method it applies to."""
+        import difflib
+
+        flags = TRAINERS[self.trainer].flags()
+        scopes: list[tuple[str | None, dict[str, list[Any]]]] = [(None, self.grid), *self.method_grid.items()]
+        for scope, grid in scopes:
+            names = [self.resolve(scope)[0]] if scope else [self.resolve(m)[0] for m in self.methods]
+            for key in grid:
+                name = key.lstrip("-").replace("-", "_")
+                shown = f"--grid {scope + '.' if scope else ''}{key}"
+                if name not in flags:
+                    close = difflib.get_close_matches(name, list(flags), n=1)
+                    hint = f" (did you mean --{close[0].replace('_', '-')}?)" if close else ""
+                    raise SweepError(f"{shown}: the {self.trainer} trainer has no flag --{name.replace('_', '-')}{hint}")
+                users = flags[name]
+                if users is not None and not set(users) & set(names):
+                    which = f"method {names[0]} does not take" if scope else f"none of the methods ({', '.join(self.methods)}) takes"
+                    raise SweepError(f"{shown}: {which} --{name.replace('_', '-')} (a flag of {', '.join(users)})")
+
+    def check_scopes(self, search_method: str | None = None) -> None:
+        """A method's grid (``--grid METHOD.KEY=...``) belongs to a method the sweep runs: listed in
+        ``methods``, or the searched method of a search; otherwise it would be dropped unseen."""
+        runs = [search_method] if search_method else self.methods
+        for scope, grid in self.method_grid.items():
+            if scope not in runs:
+                key = next(iter(grid), "KEY")
+                where = f"the searched method ({search_method})" if search_method else f"in --methods ({' '.join(self.methods)})"
+                raise SweepError(f"--grid {scope}.{key}: {scope} is not {where}: "
+                                 f"{'search it' if search_method else 'add it to --methods'} or drop its grid")
+
+    def check_trials(self, trials: Sequence[Trial]) -> None:
+        """Each distinct command line of ``trials`` (seeds aside) through the trainer's own checks,
+        before any trial starts: a bad grid value is one line here, not a failure of every trial."""
+        trainer = TRAINERS[self.trainer]
+        seen: set[tuple[str, ...]] = set()
+        for trial in trials:
+            flags = list(trial.flags)
+            i = flags.index("--seed")
+            key = tuple(flags[:i] + flags[i + 2:])
+            if key in seen:
+                continue
+            seen.add(key)
+            argv = [*flags, "--run-name", Path(trial.run_dir).name, "--runs-dir", str(Path(trial.run_dir).parent)]
+            try:
+                trainer.check_argv(argv)  # the reference is left out: it does not exist before the sweep runs
+            except SweepError as exc:
+                raise SweepError(f"trial {trial.name} would be refused by {trainer.module}: {exc}") from None
 
     def trials(self, sweep_dir: Path) -> list[Trial]:
         """The full grid, fine-tuning first; other methods point at the fine-tuning trial of

@@ -313,7 +313,7 @@ BAD = [
     (["--games", "StarGunner", "stargunner"], "appears twice"),
     (["--method", "agscl", "--rho", "1.5"], "rho=1.5"),
     (["--method", "agscl", "--eta", "0"], "eta=0"),
-    (["--method", "ewc", "--ewc-lambda", "-1"], "lam=-1"),
+    (["--method", "ewc", "--ewc-lambda", "-1"], "--ewc-lambda=-1"),
     (["--method", "online_ewc", "--ewc-gamma", "2"], "gamma=2"),
     (["--num-minibatches", "3"], "does not divide"),
     (["--steps-per-game", "10"], "at least one PPO batch"),

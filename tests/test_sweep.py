@@ -223,13 +223,15 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, capsys, tmp_path):
 def test_a_trial_refusing_its_flags_fails_alone_with_the_trainers_line(tmp_path):
     """A trainer's exit code 2 is that trial's failure: reported with the trainer's own line, not
     retried, its dependents blocked, and the sweep ends with exit code 1 after the rest (before:
-    the whole sweep stopped with exit code 2)."""
+    the whole sweep stopped with exit code 2). The flags pass the trainer's checks that the sweep
+    runs before any trial (a flag, a range); the data folder is looked at by the trainer only."""
     bad = tmp_path / "bad.toml"
-    bad.write_text('trainer = "supervised"\nmethods = ["finetune", "agscl"]\nflags = {benchmark = "split_digits", epochs = 0}\n')
+    bad.write_text('trainer = "supervised"\nmethods = ["finetune", "agscl"]\n'
+                   f'flags = {{benchmark = "split_cifar100", data_dir = "{tmp_path / "no_data"}"}}\n')
     proc, out, err = _sweep(["--config", str(bad), "--engine", "sequential", "--no-progress", "--dir", str(tmp_path / "s")], _env())
     assert proc.returncode == 1, err
     assert "Traceback" not in err
-    assert re.search(r"finetune_seed0: failed \(its trainer refused its input \(exit code 2, not retried\): .*epochs=0 must be >= 1", out)
+    assert re.search(r"finetune_seed0: failed \(its trainer refused its input \(exit code 2, not retried\): .*CIFAR-100 not found", out)
     assert "agscl_seed0: blocked (its reference finetune_seed0 failed)" in out
     log = (tmp_path / "s" / "logs" / "finetune_seed0.log").read_text()
     assert log.count("=== attempt") == 1  # bad input is never retried
