@@ -55,6 +55,10 @@ from torch import nn
 
 HeadSpec = nn.Module | Sequence[nn.Module]
 
+#: Keywords a learner offers every method (the run's task count, seed, the network's initializer);
+#: ``agscl.registry.make_method`` passes each only to a constructor that takes it.
+CONTEXT_KEYS = ("num_tasks", "seed", "init_fn")
+
 
 def task_heads(heads: Sequence[HeadSpec], task: int) -> list[nn.Module]:
     """The list of head modules of ``task`` (one module or a sequence of them)."""

@@ -46,13 +46,13 @@ optional hooks (``prune``/``retrain_fraction``, ``use_task``, ``set_epoch_length
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from agscl.base import ContinualMethod, HeadSpec, Hparam, module_device
-from agscl.registry import CONTEXT_KEYS, make_method, method_class
+from agscl.base import CONTEXT_KEYS
 
 
 class Composite(ContinualMethod):
@@ -61,12 +61,16 @@ class Composite(ContinualMethod):
 
     stability_name: ClassVar[str]
     plasticity_name: ClassVar[str]
+    #: the parts' classes and builders (the registry's ``make_method`` for each part's name), set
+    #: by :func:`composite_class`; this module does not import the registry, which imports it
+    part_classes: ClassVar[tuple[type[ContinualMethod], type[ContinualMethod]]]
+    part_builders: ClassVar[tuple[Callable[..., ContinualMethod], Callable[..., ContinualMethod]]]
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], **kwargs: Any) -> None:
         super().__init__(trunk, heads)
         names = (self.stability_name, self.plasticity_name)
         routed: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
-        accepts = [self._accepted(n) for n in names]
+        accepts = [self._accepted(c) for c in self.part_classes]
         for key, value in kwargs.items():
             takers = [i for i in (0, 1) if key in accepts[i]]
             if key in CONTEXT_KEYS:
@@ -78,13 +82,13 @@ class Composite(ContinualMethod):
                 raise ValueError(f"{self.name}: both {names[0]} and {names[1]} take {key!r}")
             else:
                 raise TypeError(f"{self.name} got an unexpected keyword argument {key!r}")
-        self.stability = make_method(names[0], trunk, heads, **routed[0])
-        self.plasticity = make_method(names[1], trunk, heads, **routed[1])
+        self.stability = self.part_builders[0](trunk, heads, **routed[0])
+        self.plasticity = self.part_builders[1](trunk, heads, **routed[1])
         self.plasticity.protect = self.stability.protected  # the rule: see the module docstring
 
     @staticmethod
-    def _accepted(name: str) -> set[str]:
-        params = inspect.signature(method_class(name).__init__).parameters
+    def _accepted(cls: type[ContinualMethod]) -> set[str]:
+        params = inspect.signature(cls.__init__).parameters
         return {k for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
 
     @property
@@ -177,10 +181,11 @@ def _parameters(self: Composite) -> list[nn.Parameter]:
 
 
 def composite_class(name: str, stability: type[ContinualMethod], plasticity: type[ContinualMethod],
-                    stability_hparams: tuple[Hparam, ...], plasticity_hparams: tuple[Hparam, ...]) -> type[Composite]:
+                    stability_hparams: tuple[Hparam, ...], plasticity_hparams: tuple[Hparam, ...],
+                    builders: tuple[Callable[..., ContinualMethod], Callable[..., ContinualMethod]]) -> type[Composite]:
     """The :class:`Composite` subclass for ``name`` (``"agscl+redo"``): both parts' hyperparameters
     (no name may be declared by both), the learners both parts support, the optional hooks
-    either has."""
+    either has; ``builders`` build each part from ``(trunk, heads, **kwargs)``."""
     stability_name, plasticity_name = name.split("+")
     clash = {h.name for h in stability_hparams} & {h.name for h in plasticity_hparams}
     if clash:
@@ -190,6 +195,8 @@ def composite_class(name: str, stability: type[ContinualMethod], plasticity: typ
         "stability_name": stability_name,
         "plasticity_name": plasticity_name,
         "hparams": stability_hparams + plasticity_hparams,
+        "part_classes": (stability, plasticity),
+        "part_builders": tuple(staticmethod(b) for b in builders),
         "learners": tuple(l for l in stability.learners if l in plasticity.learners),
         "__doc__": f"{stability_name} (stability) composed with {plasticity_name} (plasticity); see agscl.compose.",
     }

@@ -12,13 +12,14 @@ function here accepts it (:mod:`agscl.compose`). Its hyperparameters are both pa
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from typing import Any, Sequence
 
 from torch import nn
 
-from agscl.base import ContinualMethod, HeadSpec, Hparam
+from agscl.base import CONTEXT_KEYS, ContinualMethod, HeadSpec, Hparam
 
 #: name -> ("module:Class" or the class itself, fixed constructor keywords). Classes load lazily.
 REGISTRY: dict[str, tuple[str | type[ContinualMethod], dict[str, Any]]] = {
@@ -36,9 +37,7 @@ REGISTRY: dict[str, tuple[str | type[ContinualMethod], dict[str, Any]]] = {
     "l2init": ("agscl.l2init:L2Init", {}),
 }
 
-#: Keywords a learner offers every method (the run's task count, seed, the network's initializer);
-#: :func:`make_method` passes each only to a constructor that takes it.
-CONTEXT_KEYS = ("num_tasks", "seed", "init_fn")
+__all__ = ["CONTEXT_KEYS", "REGISTRY", "make_method", "method_class", "method_hparams", "method_names"]
 
 
 def method_names(learner: str | None = None, *, composites: bool = False) -> tuple[str, ...]:
@@ -98,7 +97,9 @@ def method_class(name: str) -> type[ContinualMethod]:
             from agscl.compose import composite_class
 
             a, b = _parts(name)
-            _COMPOSITES[name] = composite_class(name, method_class(a), method_class(b), method_hparams(a), method_hparams(b))
+            builders = tuple(functools.partial(make_method, part) for part in (a, b))
+            _COMPOSITES[name] = composite_class(name, method_class(a), method_class(b), method_hparams(a), method_hparams(b),
+                                                builders)  # type: ignore[arg-type]
         return _COMPOSITES[name]
     if name not in REGISTRY:
         raise _unknown(name)

@@ -175,9 +175,11 @@ def test_reference_run_normalizes_and_plot_draws_figure7(runs, tmp_path, capsys)
     res = load_results(ags)
     assert res["reference"]["max_return"] == ref_max
     assert res["reference"]["random_return"] == {g: ref["random"][g]["mean"] for g in GAMES}
-    rand = {g: res["random"][g]["mean"] for g in GAMES}  # the run's own random-policy scores
-    # a game whose reference gain over this run's random score is within noise has no normalized return
-    gain = {g: gain_over_random({"mean": ref_max[g], "se": res["reference"]["max_se"][g]}, res["random"][g]) for g in GAMES}
+    # every run is shifted and scaled by the reference's random-policy score (one map per game); a game
+    # whose reference gain over it is within noise has no normalized return
+    rand = {g: res["reference"]["random_return"][g] for g in GAMES}
+    gain = {g: gain_over_random({"mean": ref_max[g], "se": res["reference"]["max_se"][g]},
+                                {"mean": rand[g], "se": res["reference"]["random_se"][g]}) for g in GAMES}
     tb = dict(scalars(ags)["eval/accumulated_normalized_return"])
     for entry in res["timeline"]:
         expected = sum((s["mean"] - rand[g]) / gain[g] for g, s in entry["scores"].items() if not np.isnan(gain[g]))
@@ -206,7 +208,7 @@ def test_reference_run_normalizes_and_plot_draws_figure7(runs, tmp_path, capsys)
 
     for j, g in enumerate(GAMES):
         own_best = entries[j + int(np.argmax(a[j:, j]))][j]
-        assert cell(f"P_{g}") == ratio(a[j, j], ref_entries[j][j], res["random"][g])
+        assert cell(f"P_{g}") == ratio(a[j, j], ref_entries[j][j], ref["random"][g])  # the reference's R
         assert cell(f"S_{g}") == ratio(a[1, j], own_best, res["random"][g])
     assert float(row[header.index("accumulated_normalized")]) == pytest.approx(res["timeline"][-1]["accumulated_normalized"], abs=1e-3)
     assert "agscl_ref" in printed and str(out) in printed

@@ -53,12 +53,11 @@ def test_agent_accepts_a_reference_that_cannot_normalize_one_game(tmp_path, caps
     for entry in run["timeline"]:
         assert entry["normalized"].get("Asterix", None) is None  # null in results.json, never a number
         breakout = entry["normalized"]["Breakout"]
-        # Breakout: its own rule (the reference's best against this run's random score) decides
-        gain = gain_over_random({"mean": best["Breakout"], "se": run["reference"]["max_se"]["Breakout"]}, run["random"]["Breakout"])
-        if math.isnan(gain):
-            assert breakout is None
-        else:
-            expected = (entry["scores"]["Breakout"]["mean"] - run["random"]["Breakout"]["mean"]) / gain
-            assert breakout == pytest.approx(expected)
+        # Breakout: the reference's best against the reference's random score, one scale for every run
+        ref_random = {"mean": run["reference"]["random_return"]["Breakout"], "se": run["reference"]["random_se"]["Breakout"]}
+        gain = gain_over_random({"mean": best["Breakout"], "se": run["reference"]["max_se"]["Breakout"]}, ref_random)
+        assert ref_random["mean"] == best["Breakout"] - 50.0 and gain == pytest.approx(50.0)
+        expected = (entry["scores"]["Breakout"]["mean"] - ref_random["mean"]) / gain
+        assert breakout == pytest.approx(expected)
         assert entry["accumulated_normalized"] == pytest.approx(breakout or 0.0)
     assert run["metrics"]["per_game"]["Asterix"]["P"] is None
