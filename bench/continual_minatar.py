@@ -25,7 +25,10 @@ Method settings (fixed before the runs, not tuned on them, except ``agscl_mu4``)
   seeds 1 and 2: only seed 3 is held out from the selection);
 - ``agscl_no_reinit``: mu 1, lambda 100 without (I.1) zero-fix and (I.2) re-initialization (ablation);
 - ``agscl_mu4_no_reinit``: the same ablation of the suite default (mu 4), the five-game grid's;
-- ``ewc`` (lambda 1e4) and ``mas`` (lambda 1): the agent's defaults, reported as they come.
+- ``ewc`` (lambda 1e4) and ``mas`` (lambda 1): the agent's defaults, reported as they come;
+- ``redo``, ``shrink_perturb``, ``l2init``: the plasticity methods at their defaults (docs/plasticity.md);
+  ``agscl_mu4_redo``: the suite's AGS-CL composed with ReDo; ``shrink_perturb_ln``: shrink-and-perturb
+  on a trunk with LayerNorm, the combination Juliani & Ash (2024) recommend.
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ METHODS: dict[str, tuple[str, list[str]]] = {
     "agscl_no_reinit": ("agscl", ["--mu", "1", "--agscl-lambda", "100", "--no-zero-init", "--no-rand-init"]),
     "packnet": ("packnet", []),
     "agscl_mu4_no_reinit": ("agscl", ["--mu", "4", "--agscl-lambda", "100", "--no-zero-init", "--no-rand-init"]),
+    # plasticity methods (issue 27), each at its defaults (docs/plasticity.md gives their sources)
+    "redo": ("redo", []),
+    "shrink_perturb": ("shrink_perturb", []),
+    "l2init": ("l2init", []),
+    "agscl_mu4_redo": ("agscl+redo", ["--mu", "4", "--agscl-lambda", "100"]),
+    "shrink_perturb_ln": ("shrink_perturb", ["--layer-norm"]),
 }
 
 
