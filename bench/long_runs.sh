@@ -4,6 +4,7 @@
 #     bash bench/long_runs.sh width1   # five games at width 1 (finetune, packnet, then the plasticity rows),
 #                                      # then the 3-game packnet sweep
 #     bash bench/long_runs.sh wide     # five games at twice the width (issue 26)
+#     bash bench/long_runs.sh plasticity  # five games: the plasticity rows (issue 27), beside width1's finetune
 #
 # Each queue is a list of bench/continual_minatar.py commands run one after the other on one
 # core (--engine sequential, --torch-threads 1). Started again, every command skips its finished
@@ -12,10 +13,15 @@
 # $SNAPSHOT_DIR, created here if missing): later commits on main do not change runs in flight.
 # Runs and logs go to $RUNS (default /work/bench_runs); results are copied into docs/ by hand.
 set -euo pipefail
-queue=${1:?usage: bash bench/long_runs.sh width1|wide}
-SNAPSHOT=${SNAPSHOT:-2108d2b}
+queue=${1:?usage: bash bench/long_runs.sh width1|wide|plasticity}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SNAPSHOT_DIR=${SNAPSHOT_DIR:-$(dirname "$ROOT")/bench_snapshot}
+if [ "$queue" = plasticity ]; then  # the plasticity methods landed after the other queues' snapshot
+    SNAPSHOT=${SNAPSHOT:-330415b}
+    SNAPSHOT_DIR=${SNAPSHOT_DIR:-$(dirname "$ROOT")/bench_snapshot_plasticity}
+else
+    SNAPSHOT=${SNAPSHOT:-2108d2b}
+    SNAPSHOT_DIR=${SNAPSHOT_DIR:-$(dirname "$ROOT")/bench_snapshot}
+fi
 RUNS=${RUNS:-$(dirname "$ROOT")/bench_runs}
 if [ ! -d "$SNAPSHOT_DIR" ]; then
     git -C "$ROOT" worktree add --detach "$SNAPSHOT_DIR" "$SNAPSHOT"
@@ -37,5 +43,8 @@ case "$queue" in
                 || [ "$seeds" != "1 2 3" ]  # a one- or two-seed table may be refused; the full grid must not
         done
         ;;
-    *) echo "long_runs.sh: unknown queue $queue: choose width1 or wide" >&2; exit 2 ;;
+    plasticity)  # the same runs directory as width1: its finetune runs are skipped, the reference of every row
+        bench --sequence all --methods finetune redo shrink_perturb l2init agscl_mu4_redo shrink_perturb_ln             --runs-dir "$RUNS/continual_minatar5_current" --name continual_minatar5_plasticity
+        ;;
+    *) echo "long_runs.sh: unknown queue $queue: choose width1, wide or plasticity" >&2; exit 2 ;;
 esac
