@@ -294,7 +294,7 @@ class Setup:
     agent: Agent
     method: Any
     checkpoint: dict[str, Any] | None
-    reference: dict[str, Any] | None  # results["reference"] less its "run" (see agents.results.reference_scores)
+    reference: dict[str, Any] | None  # results["reference"] less its "run" (see reporting.results.reference_scores)
     restart: bool = False  # --resume of a run without a checkpoint: started again in its directory
 
 

@@ -8,7 +8,7 @@ Breakout, SpaceInvaders, Freeway, 300k steps a game, 30 evaluation games, AGS-CL
 runs: fine-tuning keeps 0.02-0.42 of its gain on Breakout, AGS-CL 0.83-0.93. Shorter settings
 do not show that reliably: Breakout then Freeway, 200k steps each (about 3 minutes), gave
 fine-tuning 0.58 and 1.00 against AGS-CL's 0.75 and 1.00 on seeds 1 and 2 (README). Afterwards
-``agents.normalize`` writes the normalized returns, P and the HParams metrics into both runs'
+``reporting.normalize`` writes the normalized returns, P and the HParams metrics into both runs'
 TensorBoard, and Figure 7 goes into the Images tab of the demo's directory. Everything goes to
 ``runs/demo_<time>/`` (``finetune/``, ``agscl/``: TensorBoard events, results.json, videos,
 checkpoints, logs; ``continual_plot.png`` and ``.csv``).
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 
-from agents import normalize, plot_continual
-from agents.results import load_results
 from common.cli import CliError, parse
 from common.runio import OutputError, check_output_dir
+from reporting import normalize, plot_continual
+from reporting.results import load_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("finetune", "agscl")

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from agents.tb_events import add_scalars
+from reporting.tb_events import add_scalars
 
 
 def normalized_logits(logits: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@ agent's ``Args`` dataclass, so a new method needs no agent code: its file and on
 A hyperparameter shared by several methods under the same flag (``--ewc-lambda`` of ewc and
 online_ewc) is one flag. ``--method`` also takes every ``stability+plasticity`` composition
 (``agscl+redo``, :mod:`agscl.compose`), whose flags are its two parts' flags. It also holds the small protocol helpers the PPO loop calls: the
-optional ``use_task`` context and the retraining phase of methods with a ``prune`` hook.
+optional ``use_task`` context and the retraining phase of methods with a ``prune`` hook, and
+the run's HParams with its own method's flags only (the reporting package is told which to drop).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tyro
 
 from agscl.base import Hparam, retrain_start  # noqa: F401 - the PPO loop imports it from here
 from agscl.registry import method_hparams, method_names
+from reporting import tensorboard_layout
 
 LEARNER = "rl"
 
@@ -70,6 +72,16 @@ def other_methods_flags(args: Any, learner: str = LEARNER) -> set[str]:
     hyperparameters, at their defaults): left out of what the run reports as its configuration."""
     own = {hp.flag for hp in method_hparams(args.method)}
     return set(flag_specs(learner)) - own
+
+
+def run_hparams(args: Any) -> dict[str, Any]:
+    """The run's configuration as TensorBoard HParams values, with its own method's flags only."""
+    return tensorboard_layout.hparams_of(args, drop=other_methods_flags(args))
+
+
+def write_hparams(writer: Any, args: Any, results: dict[str, Any]) -> None:
+    """The run's HParams session (:func:`reporting.tensorboard_layout.write_hparams`) with :func:`run_hparams`."""
+    tensorboard_layout.write_hparams(writer, run_hparams(args), results)
 
 
 def task_context(method: Any, task: int) -> contextlib.AbstractContextManager[Any]:

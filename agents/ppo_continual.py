@@ -39,11 +39,11 @@ from agents.config import Setup, game_budgets, prepare
 from agents.evaluation import collect_observations, evaluate, evaluate_random
 from agents.fastpath import FastPath, SplitEnv, progress_line
 from agents.lean import EpisodeLog, Minibatches, PackedPolicy
-from agents.methods_cli import retrain_start, task_context, with_method_flags
+from agents.methods_cli import retrain_start, task_context, with_method_flags, write_hparams
 from agents.plasticity_metrics import GradNormMeter, plasticity_metrics
 from agents.ppo_math import (build_optimizer, compute_gae, normalize_advantages, optimizer_covers, ppo_loss,
                              ppo_loss_autograd, set_lr)
-from agents.results import (
+from reporting.results import (
     RESULTS_FILE,
     RESULTS_FORMAT,
     continual_metrics,
@@ -55,9 +55,8 @@ from agents.results import (
 )
 from agents.rundir import CHECKPOINT_FORMAT, clear_run_dir
 from agents.runtime import StopRequest, UserError, all_finite, rng_state, save_atomic, set_rng_state, versions
-from agents.tb_events import add_scalars
-from agents.tensorboard_layout import LAYOUT as TB_LAYOUT
-from agents.tensorboard_layout import write_hparams
+from reporting.tb_events import add_scalars
+from reporting.tensorboard_layout import LAYOUT as TB_LAYOUT
 from agents.video import VIDEO_MAX_STEPS, capture_videos
 from envs.atari import MAX_EPISODE_FRAMES
 from envs.suites import get_suite

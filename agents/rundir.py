@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from agents.results import RESULTS_FILE, load_results, reference_scores
 from agents.runtime import UserError
 from common.runio import TEMP_PATTERN, first_line
+from reporting.results import RESULTS_FILE, load_results, reference_scores
 
 CHECKPOINT_FORMAT = 1
 T = TypeVar("T")

@@ -31,8 +31,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from agents.results import write_atomic
 from agscl._weightwise import eval_mode
+from common.runio import write_atomic
 
 #: One colour per MinAtar channel (RGB), distinct on a black background.
 PALETTE = np.array([

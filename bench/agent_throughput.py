@@ -72,9 +72,9 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from agents.results import load_results, write_json_atomic  # noqa: E402
 from common.runio import machine  # noqa: E402
 from envs.suites import get_suite  # noqa: E402
+from reporting.results import load_results, write_json_atomic  # noqa: E402
 
 FLAGS = ("bf16", "channels-last", "overlap-env", "fewer-syncs")
 ON = {f: (f"--{f}",) for f in FLAGS} | {"bf16": ("--bf16", "on")}

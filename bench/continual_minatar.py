@@ -10,7 +10,7 @@ one sweep (:mod:`sweep`: Ray with one CPU and one torch thread per run, as many 
 the machine has cores; ``--engine sequential`` without Ray) in ``--runs-dir`` (resume, plots and
 TensorBoard work on each run unchanged; the trainers' logs are in ``<runs-dir>/logs``). A
 finished run is skipped and an interrupted one resumed when the benchmark is started again.
-When all are done, :mod:`agents.aggregate` prints and saves (``--out-dir``): the score matrix
+When all are done, :mod:`reporting.aggregate` prints and saves (``--out-dir``): the score matrix
 per method (mean over seeds), the average final return, the accumulated normalized return with
 fine-tuning as the reference, P, S and forgetting, each with a 95% bootstrap interval over
 seeds, the curve after each game, the probability that AGS-CL improves on each method and the
@@ -46,9 +46,9 @@ import tyro
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from agents.aggregate import aggregate, markdown, write_report  # noqa: E402
-from agents.normalize import add_figure  # noqa: E402
 from common.runio import machine  # noqa: E402
+from reporting.aggregate import aggregate, markdown, write_report  # noqa: E402
+from reporting.normalize import add_figure  # noqa: E402
 from sweep.aggregate import normalize_rl  # noqa: E402
 from sweep.engine import EngineOptions, run_sweep  # noqa: E402
 from sweep.spec import Spec, SweepError  # noqa: E402
@@ -150,7 +150,7 @@ def spec(args: BenchArgs) -> Spec:
     if args.smoke:
         flags += ["--num-envs", "4", "--num-steps", "64", "--eval-max-frames", "500", "--importance-obs", "256"]
     variants = {label: METHODS[label] for label in args.methods}
-    # No --reference-run: agents.aggregate normalizes every run by the grid's fine-tuning runs at
+    # No --reference-run: reporting.aggregate normalizes every run by the grid's fine-tuning runs at
     # the end, so no run waits for another (and a smoke-sized reference need not beat random).
     return Spec("rl", list(args.methods), list(args.seeds), flags=flags, variants=variants, reference=False)
 

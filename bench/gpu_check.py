@@ -46,11 +46,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from agents import ppo_continual  # noqa: E402
-from agents.results import load_results, write_json_atomic  # noqa: E402
 from agents.runtime import versions  # noqa: E402
 from common import runio  # noqa: E402
 from common.cli import parse  # noqa: E402
 from common.runio import check_output_file  # noqa: E402
+from reporting.results import load_results, write_json_atomic  # noqa: E402
 
 SECTIONS = ("machine", "cuda_tests", "throughput", "parts", "learning", "kill_resume")
 #: cleanrl's published ppo_atari_envpool returns (10M steps, 3 seeds, mean +- std): the "Experiment

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import tyro
 
-from agscl import metrics as M
 from common.runio import save_figure_atomic, write_text_atomic
+from reporting import metrics as M
 from supervised.results import RESULTS_FORMAT, mean_defined, plasticity_per_task, setting_of, stability_per_task, task_order_of
 
 

@@ -44,7 +44,7 @@ from agscl.registry import method_names as method_names_of
 from common.cli import CliError, parse
 from common.runio import OutputError, check_output_dir, first_line, torch_save_atomic, write_bytes_atomic
 from common.runio import versions as runio_versions
-from agscl import metrics as M
+from reporting import metrics as M
 from supervised import presets
 from supervised.results import RESULTS_FORMAT, differences, mean_defined, plasticity_per_task, setting_of, stability_per_task, task_order_of
 from supervised.networks import (

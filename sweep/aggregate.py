@@ -1,6 +1,6 @@
 """Tables from finished runs: RL results with bootstrap intervals over seeds, and the supervised report.
 
-The RL numbers are those of :mod:`agents.aggregate` (the MinAtar benchmark's): scores shifted by
+The RL numbers are those of :mod:`reporting.aggregate` (the MinAtar benchmark's): scores shifted by
 each game's random-policy score, the grid's fine-tuning runs as the reference, 95% percentile
 bootstrap intervals from ``scipy.stats.bootstrap``. :func:`rl_run_metrics` gives one run's
 numbers from its ``results.json`` alone (its own ``--reference-run``), which is what a search
@@ -15,15 +15,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents import aggregate as grid
-from agents.results import continual_metrics, games_done, load_results, normalized, score_matrix
+from reporting import aggregate as grid
+from reporting.results import continual_metrics, games_done, load_results, normalized, score_matrix
 from sweep.launch import write_text_atomic
 
 RL_METRICS = ("accumulated_normalized_return", "average_return", "plasticity", "stability", "forgetting")
 
 
 def mean_ci(values: Sequence[float | None], seed: int = 0) -> tuple[float, float, float] | None:
-    """(mean, low, high) over the finite values (:func:`agents.aggregate.interval`); NaN bounds
+    """(mean, low, high) over the finite values (:func:`reporting.aggregate.interval`); NaN bounds
     with a single value, None without values."""
     finite = [float(x) for x in values if x is not None and math.isfinite(x)]
     if not finite:
@@ -37,7 +37,7 @@ def rl_run_metrics(results: dict[str, Any]) -> dict[str, float | None]:
     """One RL run's numbers from its own results.json: accumulated normalized return at its last
     evaluation (needs its ``--reference-run``), mean final return, and the random-shifted mean P
     (needs the reference; a fine-tuning run is 1 by definition), S and normalized forgetting; a
-    ratio whose gain over random is within noise is None (:func:`agents.results.gain_over_random`)."""
+    ratio whose gain over random is within noise is None (:func:`reporting.results.gain_over_random`)."""
     n = games_done(results)
     out: dict[str, float | None] = {k: None for k in RL_METRICS}
     if n == 0:
@@ -45,7 +45,7 @@ def rl_run_metrics(results: dict[str, Any]) -> dict[str, float | None]:
     metrics = continual_metrics(results)
     timeline = results["timeline"]
     ref = results.get("reference")
-    if timeline and ref:  # recomputed, so an older file follows today's noise rule too (agents.results.normalized)
+    if timeline and ref:  # recomputed, so an older file follows today's noise rule too (reporting.results.normalized)
         norm, acc = normalized(timeline[-1]["scores"], ref, results["random"])
         out["accumulated_normalized_return"] = acc if any(math.isfinite(v) for v in norm.values()) else None
     out["average_return"] = float(score_matrix(results)[n - 1, :n].mean())
@@ -91,7 +91,7 @@ def format_rl_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def report_rl(groups: Mapping[str, Sequence[str | Path]], out: Path, reference: str | None = None,
               tensorboard_dir: Path | None = None) -> str:
-    """The grid's table, JSON and Figure 7 with bands (:mod:`agents.aggregate`), the grid's
+    """The grid's table, JSON and Figure 7 with bands (:mod:`reporting.aggregate`), the grid's
     fine-tuning runs as the reference (a game it never beat the random policy on beyond noise is
     null). When that is impossible (no fine-tuning run), the per-run table of
     :func:`aggregate_rl` with the reason.
@@ -110,18 +110,18 @@ def report_rl(groups: Mapping[str, Sequence[str | Path]], out: Path, reference: 
     grid.draw(runs, summary, str(out / "continual_plot.png"))
     grid.draw_after_games(summary, str(out / "continual_after_games.png"))
     if tensorboard_dir is not None:  # Figure 7 in the Images tab of the sweep's TensorBoard
-        from agents.normalize import add_figure
+        from reporting.normalize import add_figure
 
         add_figure(str(tensorboard_dir), str(out / "continual_plot.png"))
     return text
 
 
 def normalize_rl(trials: Sequence[Any]) -> list[str]:
-    """``agents.normalize`` on every finished RL trial, so that its TensorBoard has normalized
+    """``reporting.normalize`` on every finished RL trial, so that its TensorBoard has normalized
     returns, P and HParams numbers: a fine-tuning run by its own best, another run without a live
     ``--reference-run`` by the fine-tuning run of its seed (one that has a live reference is left
     as it is). A run that cannot be normalized gets one line saying why; the others go on."""
-    from agents import normalize
+    from reporting import normalize
 
     by_name = {t.name: t for t in trials}
     finetune_of_seed: dict[int, str] = {}

@@ -1,5 +1,5 @@
 """Results files of finished continual runs written by tests, in the agent's own format
-(``agents/ppo_continual.py``'s ``results.json``, checked by ``agents.results.load_results``)."""
+(``agents/ppo_continual.py``'s ``results.json``, checked by ``reporting.results.load_results``)."""
 
 from __future__ import annotations
 

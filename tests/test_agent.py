@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents import config, plot_continual, ppo_continual
-from agents.results import boundary_evaluations, gain_over_random, load_results, shifted_ratio
+from agents import config, ppo_continual
 from envs.atari import PAPER_GAMES
+from reporting import plot_continual
+from reporting.results import boundary_evaluations, gain_over_random, load_results, shifted_ratio
 
 pytestmark = [pytest.mark.atari, pytest.mark.slow]
 

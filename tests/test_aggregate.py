@@ -1,4 +1,4 @@
-"""Seeds x methods aggregation (agents/aggregate.py) on results files written by hand, and the
+"""Seeds x methods aggregation (reporting/aggregate.py) on results files written by hand, and the
 MinAtar benchmark's smoke version end to end."""
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from agents import aggregate
-from agscl import metrics
+from reporting import aggregate, metrics
 
 GAMES = ["A", "B"]
 RANDOM = {"A": 1.0, "B": -2.0}
@@ -154,8 +153,8 @@ def test_fine_tuning_best_is_the_best_evaluation_of_the_whole_timeline_everywher
     """A mid-game evaluation above every end-of-game score: the aggregate, the agent's
     --reference-run and plot_continual all normalize by it (before: the aggregate took the best
     end-of-game score, 9, a smaller denominator than TensorBoard's and the plots' 13)."""
-    from agents import plot_continual
-    from agents.results import load_results, reference_scores
+    from reporting import plot_continual
+    from reporting.results import load_results, reference_scores
 
     ft = write_results(tmp_path, "ft", "finetune", 0, GAMES, [[9.0, None], [5.0, 8.0]], RANDOM, mid={"A": 13.0})
     ags = write_results(tmp_path, "ags", "agscl", 0, GAMES, [[7.0, None], [7.0, 4.0]], RANDOM)
@@ -321,7 +320,7 @@ def test_plasticity_metrics_join_the_capacity_table_per_layer_and_n_a_for_older_
 # a gain over random within noise gives null, through one function (issue 16, point 5)
 # ---------------------------------------------------------------------------------------------
 def test_gain_over_random_is_null_within_two_standard_errors_by_hand():
-    from agents.results import NOISE_Z, gain_over_random, shifted_ratio, standard_error
+    from reporting.results import NOISE_Z, gain_over_random, shifted_ratio, standard_error
 
     best = {"mean": 0.53, "returns": [0.0, 1.0, 1.0, 0.0, 1.0, 0.18]}
     rand = {"mean": 0.5, "returns": [0.0, 1.0, 0.0, 1.0, 0.5, 0.5]}
@@ -339,8 +338,8 @@ def test_gain_over_random_is_null_within_two_standard_errors_by_hand():
 def test_a_ratio_within_noise_is_null_in_agent_aggregate_and_sweep_table_alike(tmp_path):
     """The issue's case: the reference beats random on B by 0.03 within noise (and the run's own
     random score is higher still). B's normalized return and P are null in the agent's numbers
-    (agents.results), the aggregate and the sweep's fallback table; A is a number in all three."""
-    from agents.results import continual_metrics, load_results, normalized, reference_scores
+    (reporting.results), the aggregate and the sweep's fallback table; A is a number in all three."""
+    from reporting.results import continual_metrics, load_results, normalized, reference_scores
     from sweep.aggregate import rl_run_metrics
 
     noisy = [0.0, 1.0, 1.0, 0.0, 1.0, 0.18]
@@ -392,7 +391,7 @@ def test_cli_reads_a_sweep_directory_leaves_out_unfinished_runs_and_refuses_bad_
 
 def test_timeline_ticks_are_compact_step_counts():
     """Figure 7's step axis: 900000 as '900k', not a seven-digit label that runs into the next one."""
-    from agents.plot_continual import compact_steps
+    from reporting.plot_continual import compact_steps
 
     assert [compact_steps(v) for v in (0, 512, 300_000, 900_000, 1_500_000, 80_000_000, 2.5e9)] == [
         "0", "512", "300k", "900k", "1.5M", "80M", "2.5G"]

@@ -17,10 +17,11 @@ import torch
 
 pytest.importorskip("minatar", reason='needs pip install -e ".[minatar]"')
 
-from agents import aggregate, demo, drift, normalize, plot_continual, ppo_continual  # noqa: E402
+from agents import demo, ppo_continual  # noqa: E402
 from agents.config import parse_args  # noqa: E402
-from agents.results import load_results  # noqa: E402
 from common.runio import write_json_atomic, write_text_atomic  # noqa: E402
+from reporting import aggregate, drift, normalize, plot_continual  # noqa: E402
+from reporting.results import load_results  # noqa: E402
 from supervised import train as supervised_train  # noqa: E402
 from sweep import cli as sweep_cli  # noqa: E402
 
@@ -91,7 +92,7 @@ def _supervised_resume(t, data: bytes) -> list[str]:
 
 # (name, entry point, argv from tmp_path, text the one line must hold)
 CASES = [
-    # 1. an empty checkpoint: the agent's resume and agents.drift
+    # 1. an empty checkpoint: the agent's resume and reporting.drift
     ("agent resume, empty latest.pt", ppo_continual.main,
      lambda t: ["--resume", os.path.dirname(os.path.dirname(_file(t / "run" / "ckpt" / "latest.pt")))],
      "latest.pt is corrupt or not a checkpoint (EOFError)"),

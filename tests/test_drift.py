@@ -1,19 +1,20 @@
-"""agents.drift: the trunk's relative change per game, from end-of-game checkpoints, by hand."""
+"""reporting.drift: the trunk's relative change per game, from end-of-game checkpoints, by hand."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from agents import drift
 from agents.rundir import CHECKPOINT_FORMAT
+from reporting import drift
 
 
 def _checkpoint(path, trunk0: torch.Tensor, trunk3: torch.Tensor, head: torch.Tensor) -> None:
     state = {"trunk.0.weight": trunk0, "trunk.0.bias": torch.ones(trunk0.shape[0]) * 5, "trunk.3.weight": trunk3,
              "heads.0.0.weight": head}
-    # the keys agents.rundir.load_checkpoint requires of a checkpoint of agents/ppo_continual.py
+    # a whole checkpoint of agents/ppo_continual.py (the keys agents.rundir.load_checkpoint requires)
     torch.save({"format": CHECKPOINT_FORMAT, "agent": state, "games": ["A", "B", "C"], "config": {"method": "ewc"},
                 "action_counts": [2, 2, 2], "game": 0, "update": 0, "global_step": 0, "method": {}, "results": {}}, path)
 
@@ -55,3 +56,16 @@ def test_a_run_stops_at_its_last_checkpoint_and_bad_input_is_one_line(tmp_path, 
                        f"drift: error: {tmp_path} has no end-of-game checkpoint ({tmp_path}/ckpt/game0.pt): give a run "
                        "directory written by agents/ppo_continual.py that finished at least one game"]
     assert len(err) == 3 and err[2].startswith(f"drift: error: {run / 'ckpt' / 'game1.pt'} is corrupt or not a checkpoint")
+
+
+def test_drift_reads_the_agents_own_checkpoints(tmp_path):
+    """reporting.drift reads checkpoints without the agent's loader: it accepts what the agent
+    accepts and names a file without agent weights."""
+    from agents.rundir import load_checkpoint
+
+    _checkpoint(tmp_path / "game0.pt", torch.ones(1, 2), torch.ones(2, 2), torch.zeros(2, 2))
+    ours, agents = drift.read_checkpoint(str(tmp_path / "game0.pt")), load_checkpoint(str(tmp_path / "game0.pt"))
+    assert ours.keys() == agents.keys() and torch.equal(ours["agent"]["trunk.0.weight"], agents["agent"]["trunk.0.weight"])
+    torch.save({"format": CHECKPOINT_FORMAT, "games": ["A"]}, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match=r"bare.pt is corrupt or not a checkpoint of agents/ppo_continual.py \(no agent weights\)"):
+        drift.read_checkpoint(str(tmp_path / "bare.pt"))

@@ -9,7 +9,7 @@ pytest.importorskip("minatar", reason='the MinAtar suite needs pip install -e ".
 
 from agents import ppo_continual  # noqa: E402
 from agents.config import game_budgets  # noqa: E402
-from agents.results import load_results  # noqa: E402
+from reporting.results import load_results  # noqa: E402
 
 TINY = ["--suite", "minatar", "--games", "Breakout", "Asterix", "--num-envs", "4",
         "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "1", "--eval-episodes", "2",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("agents", "agscl", "common", "envs", "supervised", "sweep")
+PACKAGES = ("agents", "agscl", "common", "envs", "reporting", "supervised", "sweep")
 
 
 def _module_name(path: Path) -> str:
@@ -82,19 +82,19 @@ def test_no_import_cycles_between_project_modules():
 
 
 def test_agents_and_supervised_share_one_writer_and_one_versions():
-    import agents.results
     import agents.runtime
     import common.runio as runio
+    import reporting.results
     import supervised.report
     import supervised.train
     import sweep.launch
 
     # the old names stay importable and are the shared functions
-    assert agents.results.write_atomic is runio.write_atomic
-    assert agents.results.write_json_atomic is runio.write_json_atomic
+    assert reporting.results.write_atomic is runio.write_atomic
+    assert reporting.results.write_json_atomic is runio.write_json_atomic
     assert agents.runtime.versions is runio.versions
     assert supervised.train.versions().keys() == runio.versions().keys()
-    for module in (agents.results, agents.runtime, supervised.train, supervised.report, sweep.launch):
+    for module in (reporting.results, agents.runtime, supervised.train, supervised.report, sweep.launch):
         assert "os.replace" not in Path(module.__file__).read_text(), f"{module.__name__} has its own atomic writer"
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from agscl import metrics
+from reporting import metrics
 
 # A[i, j]: score of task j after learning task i (upper triangle not yet learned).
 A = np.array(

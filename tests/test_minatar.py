@@ -13,9 +13,9 @@ import torch
 pytest.importorskip("minatar", reason='the MinAtar suite needs pip install -e ".[minatar]"')
 
 from agents import ppo_continual  # noqa: E402
-from agents.results import load_results  # noqa: E402
 from envs.minatar import CHANNELS, GAMES, MinAtarVecEnv, resolve_game  # noqa: E402
 from envs.suites import get_suite  # noqa: E402
+from reporting.results import load_results  # noqa: E402
 
 MINIMAL_ACTIONS = {"Breakout": 3, "SpaceInvaders": 4, "Freeway": 3, "Asterix": 5, "Seaquest": 6}
 GAME_CHANNELS = {"Breakout": 4, "SpaceInvaders": 6, "Freeway": 7, "Asterix": 4, "Seaquest": 10}

@@ -1,4 +1,4 @@
-"""agents.normalize: normalized returns, P and HParams metrics written after the fact into a run's
+"""reporting.normalize: normalized returns, P and HParams metrics written after the fact into a run's
 TensorBoard, checked against numbers computed by hand and read back with TensorBoard's own reader."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents import normalize
-from agents.tensorboard_layout import write_hparams
+from reporting import normalize
+from reporting.tensorboard_layout import hparams_of, write_hparams
 from results_files import write_run
 
 FT_EVALS = [(50, 0, False, {"A": 5.0}), (100, 0, True, {"A": 11.0}),
@@ -112,9 +112,9 @@ def test_live_hparams_declare_every_metric_but_log_no_nan(tmp_path):
 
     results = {"timeline": [{"global_step": 200}], "metrics": {"S_mean": 0.75}, "progress": {"global_step": 200}}
     with SummaryWriter(str(tmp_path)) as writer:
-        write_hparams(writer, _Args(), results)
+        write_hparams(writer, hparams_of(_Args()), results)
     got = scalars(str(tmp_path))
-    assert got == {"hparam/S_mean": [(200, 0.75)]}  # undefined ones are left to agents.normalize
+    assert got == {"hparam/S_mean": [(200, 0.75)]}  # undefined ones are left to reporting.normalize
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     assert "_hparams_/experiment" in acc.summary_metadata  # the session and its metric columns are declared
@@ -145,7 +145,7 @@ def test_normalize_applies_the_random_scores_noise_like_the_live_agent(tmp_path)
     """The reference's best A is 1.9 over a random score of 1 with 10 episodes each: beyond the
     noise of the best alone, within the noise of best and random together. The agent (and the
     aggregate) count both; normalize used the bare random mean and gave A a number."""
-    from agents.results import normalized, reference_scores, load_results
+    from reporting.results import normalized, reference_scores, load_results
 
     best_returns = [1.9 + d for d in (-0.3, 0.3) * 5]  # mean 1.9, se 0.1
     random_returns = [1.0 + d for d in (-1.5, 1.5) * 5]  # mean 1.0, se 0.5: gain 0.9 < 2 * hypot(0.1, 0.5)
@@ -170,7 +170,7 @@ def test_a_games_normalized_return_is_defined_by_the_reference_for_every_seed(tm
     """Two seeds whose own random scores differ: each game is shifted and scaled by the
     reference's random score, so both seeds sum the same games on the same scale (with each
     seed's own random score, seed 2's A would be undefined: its random 10.5 is above the best)."""
-    from agents.results import load_results, normalized, reference_scores, run_ratios, boundary_evaluations
+    from reporting.results import load_results, normalized, reference_scores, run_ratios, boundary_evaluations
 
     ft = write_run(tmp_path, "ft", "finetune", FT_EVALS)  # best A 11, B 8; random A 1, B -2
     runs = [write_run(tmp_path, f"s{k}", "agscl", AGS_EVALS, random={"A": r, "B": -2.0}) for k, r in ((1, 1.0), (2, 10.5))]
@@ -206,11 +206,11 @@ def test_hparams_show_the_runs_own_method_flags_only():
     """A fine-tuning run's HParams had every method's flags (agscl_lambda 100); an AGS-CL run's
     has AGS-CL's, and no other method's (issue 25, item 11)."""
     from agents.config import parse_args
+    from agents.methods_cli import run_hparams
     from agents.ppo_continual import Args
-    from agents.tensorboard_layout import hparams_of
 
-    ft = hparams_of(parse_args(Args, ["--suite", "minatar", "--method", "finetune"]))
-    ags = hparams_of(parse_args(Args, ["--suite", "minatar", "--method", "agscl"]))
+    ft = run_hparams(parse_args(Args, ["--suite", "minatar", "--method", "finetune"]))
+    ags = run_hparams(parse_args(Args, ["--suite", "minatar", "--method", "agscl"]))
     assert ft["method"] == "finetune" and "learning_rate" in ft
     assert not {"agscl_lambda", "mu", "ewc_lambda", "keep"} & set(ft)
     assert {"agscl_lambda", "mu", "rho", "eta"} <= set(ags) and not {"ewc_lambda", "keep"} & set(ags)

@@ -342,7 +342,7 @@ def test_agent_prunes_resumes_mid_retraining_and_keeps_game0_bit_exact(tmp_path,
     for key, value in g0["agent"].items():
         if key.startswith("heads.0.") or (key.startswith("trunk.") and key.endswith(".bias")):
             assert torch.equal(g1["agent"][key], value), key  # game 0's head and the biases: untouched
-    from agents.results import load_results
+    from reporting.results import load_results
 
     res = load_results(str(run_dir))
     free = [entry["free_fraction"] for entry in res["regularizer"]]

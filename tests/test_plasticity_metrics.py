@@ -131,8 +131,9 @@ def test_a_short_minatar_run_logs_plasticity_tags_at_every_evaluation(tmp_path, 
     pytest.importorskip("minatar", reason='the MinAtar suite needs pip install -e ".[minatar]"')
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from agents import aggregate, ppo_continual
-    from agents.results import load_results
+    from agents import ppo_continual
+    from reporting import aggregate
+    from reporting.results import load_results
 
     assert ppo_continual.main([*TINY, *extra, "--runs-dir", str(tmp_path), "--run-name", "r"]) == 0
     run = tmp_path / "r"

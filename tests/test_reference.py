@@ -9,7 +9,7 @@ import math
 import pytest
 
 from agents import ppo_continual
-from agents.results import gain_over_random, load_results
+from reporting.results import gain_over_random, load_results
 
 pytest.importorskip("minatar")
 

@@ -16,8 +16,9 @@ import pytest
 
 pytest.importorskip("minatar", reason='needs pip install -e ".[minatar]"')
 
-from agents import plot_continual, ppo_continual  # noqa: E402
-from agents.results import load_results, results_problem, write_json_atomic  # noqa: E402
+from agents import ppo_continual  # noqa: E402
+from reporting import plot_continual  # noqa: E402
+from reporting.results import load_results, results_problem, write_json_atomic  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Two games of 6 updates each; no step-based checkpoint inside a game and none on the clock,

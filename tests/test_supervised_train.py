@@ -66,7 +66,7 @@ def test_results_file_is_consistent_with_its_matrix(digits_runs):
     a, f = matrix(agscl), matrix(finetune)
     t = a.shape[0]
     assert t == 5 and all(np.isnan(a[i, i + 1 :]).all() for i in range(t))
-    # recomputed here, independently of agscl.metrics
+    # recomputed here, independently of reporting.metrics
     avg = [sum(a[i, : i + 1]) / (i + 1) for i in range(t)]
     forgetting = sum(max(a[i, j] for i in range(j, t - 1)) - a[t - 1, j] for j in range(t - 1)) / (t - 1)
     bwt = sum(a[t - 1, j] - a[j, j] for j in range(t - 1)) / (t - 1)

@@ -1,14 +1,14 @@
 """Checked as a user would: a tiny `make demo` (two short MinAtar runs side by side, then
-agents.normalize and Figure 7), then the real TensorBoard server on it, asked through its HTTP
+reporting.normalize and Figure 7), then the real TensorBoard server on it, asked through its HTTP
 data API what the "continual" page and the Images tab would show.
 
 Runs this short never beat the random policy beyond the evaluations' noise (the noise rule of
-``agents.results.gain_over_random``), so nothing of them can be normalized: what they show is that
+``reporting.results.gain_over_random``), so nothing of them can be normalized: what they show is that
 such a game gets no normalized return at all (null never becomes a number), raw returns, the
 videos and Figure 7. Beside them, in the same log directory, ``written/finetune`` and
 ``written/agscl`` are finished runs whose results files the test writes in the agent's format,
 with per-episode returns clearly beyond noise on two games and within it on a third, normalized
-by the user's command (``python -m agents.normalize RUN... --reference FT_RUN``): their numbers
+by the user's command (``python -m reporting.normalize RUN... --reference FT_RUN``): their numbers
 are checked against a hand computation made here from the episode returns."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def demo_dir(tmp_path_factory):
                    games=WRITTEN_GAMES, random=RANDOM)
     ags = write_run(out, WRITTEN[1], "agscl", written_evals([3, 7, 7, 6, 6, 6], [4, 9, 9, 8]),
                     games=WRITTEN_GAMES, random=RANDOM)
-    proc = subprocess.run([sys.executable, "-m", "agents.normalize", ft, ags, "--reference", ft], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "reporting.normalize", ft, ags, "--reference", ft], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return out
@@ -121,7 +121,7 @@ def tensorboard(demo_dir):
         log.close()
 
 
-# A hand computation from the episode returns, independent of agents.results: an evaluation's
+# A hand computation from the episode returns, independent of reporting.results: an evaluation's
 # mean and standard error, the noise rule (a gain over random beyond 2 standard errors of the
 # difference), a fine-tuning run's best evaluation (highest mean, first on ties) and the ratios.
 
@@ -183,7 +183,7 @@ def _scalars(base: str, run: str, tag: str) -> list[tuple[int, float]]:
 
 
 def test_both_runs_serve_normalized_returns_and_the_figure(tensorboard, demo_dir):
-    """The written pair, normalized by agents.normalize, serves every game's normalized return
+    """The written pair, normalized by reporting.normalize, serves every game's normalized return
     beyond noise (one point per evaluation), the accumulated normalized return, P, mean P and
     the HParams metrics, all equal to the hand computation; Figure 7 is the PNG, byte for byte."""
     tags = json.loads(_get(tensorboard, "/data/plugin/scalars/tags"))
@@ -260,7 +260,7 @@ def test_gameplay_videos_at_each_boundary(tensorboard, demo_dir):
     files and in TensorBoard, one step per boundary."""
     from PIL import Image
 
-    from agents.results import load_results
+    from reporting.results import load_results
 
     results = load_results(str(demo_dir / "agscl"))
     names = sorted(os.listdir(demo_dir / "agscl" / "videos"))
@@ -296,9 +296,9 @@ def _s_defined(results: dict) -> set[str]:
 
 def test_the_custom_scalars_layout_matches_the_tags(tensorboard, demo_dir):
     """Every chart of the "continual" page is filled by the runs that should fill it: the charts
-    agents.normalize fills by the written pair, the raw returns by the real runs (the agent logs
+    reporting.normalize fills by the written pair, the raw returns by the real runs (the agent logs
     them live), and S per game by every run whose S is defined. S needs no reference, so the agent
-    logs it live and agents.normalize does not write it again (its points would be doubled): the
+    logs it live and reporting.normalize does not write it again (its points would be doubled): the
     tiny real runs never beat random beyond noise, so their S, and with it the chart, is empty,
     and must be."""
     import re

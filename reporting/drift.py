@@ -4,7 +4,7 @@ A continual method protects the earlier games by holding the trunk where they ne
 game that needs other features has to move it. When a regularized run does not learn a later
 game that fine-tuning learns, this says whether its trunk could still move:
 
-    python -m agents.drift runs/finetune_seed1 runs/ewc_seed1 runs/agscl_seed1 [--out drift.md]
+    python -m reporting.drift runs/finetune_seed1 runs/ewc_seed1 runs/agscl_seed1 [--out drift.md]
 
 For every run and every game after the first it prints each trunk layer's relative change
 ``||W_j - W_{j-1}|| / ||W_{j-1}||`` (Frobenius norms of the weight tensors, biases left out)
@@ -23,10 +23,21 @@ from typing import Any, Optional, Sequence
 import torch
 import tyro
 
-from agents.rundir import load_checkpoint
-from agents.runtime import UserError
 from common.cli import parse
-from common.runio import check_output_file, write_text_atomic
+from common.runio import check_output_file, first_line, write_text_atomic
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """The tensors of an end-of-game checkpoint (``torch.load`` with ``weights_only``: no code of
+    the file runs, no network is built); ValueError naming the file when it is corrupt or holds
+    no agent weights."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds on a truncated or foreign file
+        raise ValueError(f"{path} is corrupt or not a checkpoint ({first_line(exc)})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("agent"), dict):
+        raise ValueError(f"{path} is corrupt or not a checkpoint of agents/ppo_continual.py (no agent weights)")
+    return ckpt
 
 
 def trunk_weights(agent_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -52,7 +63,7 @@ def run_drift(run_dir: str) -> dict[str, Any]:
     if not paths:
         raise ValueError(f"{run_dir} has no end-of-game checkpoint ({ckpt_dir}/game0.pt): give a run directory "
                          "written by agents/ppo_continual.py that finished at least one game")
-    states = [load_checkpoint(p) for p in paths]  # the agent's own loader: tensors only, a corrupt file named
+    states = [read_checkpoint(p) for p in paths]
     games = list(states[0].get("games") or [f"game {j}" for j in range(len(states))])
     weights = [trunk_weights(s["agent"]) for s in states]
     rows = [{"game": games[j], "drift": relative_drift(weights[j - 1], weights[j])} for j in range(1, len(states))]
@@ -93,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing:
             raise ValueError(f"{missing[0]}: no such run directory")
         table = markdown([run_drift(r) for r in args.runs])
-    except (ValueError, UserError) as exc:
+    except ValueError as exc:
         print(f"drift: error: {exc}", file=sys.stderr)
         return 2
     print(table)

@@ -2,10 +2,10 @@
 
 Input is only the runs' ``results.json`` files. The fine-tuning runs of the same grid are the
 reference (the paper's Figure 7 normalizes by fine-tuning): per game, the mean over its seeds
-of its best evaluation (:func:`agents.results.best_evaluations`: the best over the whole
+of its best evaluation (:func:`reporting.results.best_evaluations`: the best over the whole
 timeline, mid-game evaluations included, the one definition the agent and the plots use too)
 and of its score right after learning the game (``diag``). Each run then gets, on scores
-shifted by its own random-policy score ``R`` (:func:`agents.results.run_ratios`):
+shifted by its own random-policy score ``R`` (:func:`reporting.results.run_ratios`):
 
 - ``final_return``: mean over games of the raw final score ``A[T, j]`` (units differ per game);
 - ``accumulated_normalized``: sum over games of ``(A[T, j] - R_j) / (max_j - R_j)`` (at most
@@ -22,7 +22,7 @@ shifted by its own random-policy score ``R`` (:func:`agents.results.run_ratios`)
   layer; "n/a" where a run does not record it (older runs).
 
 A ratio whose gain over random is within the evaluations' noise is undefined (null, and left out
-of means and sums; :func:`agents.results.gain_over_random`). Every number is reported as the
+of means and sums; :func:`reporting.results.gain_over_random`). Every number is reported as the
 mean over the seeds where it is defined, with a 95% percentile-bootstrap interval from
 ``scipy.stats.bootstrap`` (10,000 resamples), and the count of those seeds wherever it is fewer
 than the method's seeds. With 3 seeds such an interval is coarse: it shows the spread of the
@@ -30,8 +30,8 @@ seeds, not a population guarantee. The probability that AGS-CL improves on each 
 rliable's ``probability_of_improvement`` on the final normalized score per game, with rliable's
 stratified bootstrap interval. docs/metrics.md has every definition.
 
-    python -m agents.aggregate --sweep-dir runs/continual_minatar5 --out-dir docs/results --name continual_minatar5
-    python -m agents.aggregate runs/a runs/b ... --labels finetune agscl ... --out-dir DIR --name NAME
+    python -m reporting.aggregate --sweep-dir runs/continual_minatar5 --out-dir docs/results --name continual_minatar5
+    python -m reporting.aggregate runs/a runs/b ... --labels finetune agscl ... --out-dir DIR --name NAME
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tyro
 
-from agents.plot_continual import steps_axis
-from agents.results import (Stats, best_evaluations, boundary_evaluations, games_done, load_results, mean_of, normalization_note,
+from reporting.plot_continual import steps_axis
+from reporting.results import (Stats, best_evaluations, boundary_evaluations, games_done, load_results, mean_of, normalization_note,
                             normalized,
                             pooled, run_ratios, save_figure_atomic, score_matrix, write_json_atomic, write_text_atomic)
 from common.cli import parse
@@ -83,7 +83,7 @@ class RunRecord:
     game_steps: list[int] = field(default_factory=list)  # per game (budgets may differ); [] in hand-made files
     method: str = ""  # the agent's --method (fine-tuning runs are the reference, whatever their label)
     timeline: list[dict[str, Any]] = field(default_factory=list)  # results.json's evaluations
-    entries: list[list[Any]] = field(default_factory=list)  # end-of-game evaluations (agents.results.boundary_evaluations)
+    entries: list[list[Any]] = field(default_factory=list)  # end-of-game evaluations (reporting.results.boundary_evaluations)
     random_stats: list[Any] = field(default_factory=list)  # random-policy evaluation per game (with its episodes)
     regularizer: list[dict[str, Any]] = field(default_factory=list)  # results["regularizer"]: one entry per game
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -125,7 +125,7 @@ class Reference:
     random: list[Stats] = field(default_factory=list)  # per game: the fine-tuning seeds' random scores, pooled
 
     def as_results_reference(self, games: Sequence[str]) -> dict[str, Any]:
-        """In the form of results.json's ``reference`` (for :func:`agents.results.normalized`)."""
+        """In the form of results.json's ``reference`` (for :func:`reporting.results.normalized`)."""
         return {"max_return": {g: float(self.best[j]["mean"]) for j, g in enumerate(games)},
                 "max_se": {g: float(self.best[j]["se"]) for j, g in enumerate(games)},
                 "random_return": {g: float(self.random[j]["mean"]) for j, g in enumerate(games)},
@@ -134,7 +134,7 @@ class Reference:
 
 def reference_from(finetune_runs: Sequence[RunRecord]) -> Reference:
     """The grid's fine-tuning reference: per game, the best evaluation of each seed over its whole
-    timeline (:func:`agents.results.best_evaluations`) and its end-of-game score, pooled over seeds."""
+    timeline (:func:`reporting.results.best_evaluations`) and its end-of-game score, pooled over seeds."""
     if not finetune_runs:
         raise ValueError("no fine-tuning run: the grid needs the finetune method as its reference")
     games = finetune_runs[0].games
@@ -577,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"aggregate: error: {exc}", file=sys.stderr)
         return 2
-    summary["command"] = "python -m agents.aggregate " + " ".join(sys.argv[1:] if argv is None else argv)
+    summary["command"] = "python -m reporting.aggregate " + " ".join(sys.argv[1:] if argv is None else argv)
     paths = write_report(runs, summary, args.out_dir, args.name)
     print(markdown(summary))
     print("written: " + ", ".join(paths))

@@ -1,7 +1,7 @@
 """TensorBoard events written through torch's public ``SummaryWriter``: the one place that does it.
 
 Two users: the agent's :class:`agents.lean.EpisodeLog` (several scalars of one finished
-episode in one event of the run's own writer) and :mod:`agents.normalize` (the normalized
+episode in one event of the run's own writer) and :mod:`reporting.normalize` (the normalized
 returns and Figure 7, written after the fact as an event file of a fixed name).
 
 - :func:`add_scalars` writes several scalars at one step as one event: the same tags, values and

@@ -1,6 +1,6 @@
 """Normalized returns, P and HParams metrics written into finished runs' TensorBoard, after the fact.
 
-    python -m agents.normalize RUN... --reference FT_RUN
+    python -m reporting.normalize RUN... --reference FT_RUN
 
 A run started with ``--reference-run`` logs its normalized returns live. Every other run (the
 demo's, whose fine-tuning run trains beside it; a sweep's fine-tuning runs; any run made without
@@ -14,7 +14,7 @@ run's directory one event file of its own (:data:`EVENT_FILE`) with what the run
   reference: the run logged it live);
 - the HParams metrics ``hparam/accumulated_normalized_return`` and ``hparam/P_mean``.
 
-The numbers come from :mod:`agents.results` (``reference_scores``, ``normalized``,
+The numbers come from :mod:`reporting.results` (``reference_scores``, ``normalized``,
 ``continual_metrics``), the same functions as the live agent, the plot and the aggregate. A
 fine-tuning run is normalized by its own best. The file has a fixed name and is replaced
 atomically, so running the command again gives the same TensorBoard, not doubled points; its
@@ -37,8 +37,8 @@ from typing import Any, Optional, Sequence
 
 import tyro
 
-from agents.results import best_scores, continual_metrics, load_results, normalization_note, normalized, reference_scores
-from agents.tb_events import add_png, add_scalars, write_event_file
+from reporting.results import best_scores, continual_metrics, load_results, normalization_note, normalized, reference_scores
+from reporting.tb_events import add_png, add_scalars, write_event_file
 from common.cli import parse
 from common.runio import check_output_file
 

@@ -1,12 +1,12 @@
 """Figure 7 of the AGS-CL paper from results files alone, and the table behind it.
 
-    python agents/plot_continual.py runs/A runs/B ... --reference runs/FT [--out fig.png]
+    python -m reporting.plot_continual runs/A runs/B ... --reference runs/FT [--out fig.png]
 
 (a) accumulated normalized return over the timeline: at every evaluation, the sum over the
 games learned so far of ``(mean score - R) / (best mean score of the fine-tuning reference - R)``
 with ``R`` the game's random-policy score measured by the run; (b) plasticity per game
 ``(A[i,i] - R_i) / (A_FT[i,i] - R_i)`` and (c) stability per game
-``(A[T,j] - R_j) / max_{j<=i<=T} (A[i,j] - R_j)`` (:func:`agents.results.run_ratios`; a gain
+``(A[T,j] - R_j) / max_{j<=i<=T} (A[i,j] - R_j)`` (:func:`reporting.results.run_ratios`; a gain
 over random within noise gives no number, see docs/metrics.md), over the games each run finished.
 Without ``--reference`` the first given run whose method is ``finetune`` is the reference.
 Bad input (missing or foreign results, a reference that does not cover the games) is one
@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import tyro
 
-from agents.results import (boundary_evaluations, games_done, load_results, normalized, reference_best, reference_diag,
+from reporting.results import (boundary_evaluations, games_done, load_results, normalized, reference_best, reference_diag,
                             reference_random,
                             reference_scores, run_ratios, save_figure_atomic, write_text_atomic)
 from common.cli import parse

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Collection
 
 #: Custom-scalars layout (tags are regular expressions, as the plugin reads them).
 LAYOUT: dict[str, dict[str, list[Any]]] = {
@@ -34,15 +34,14 @@ LAYOUT: dict[str, dict[str, list[Any]]] = {
 METRIC_TAGS = ("hparam/accumulated_normalized_return", "hparam/P_mean", "hparam/S_mean")
 
 
-def hparams_of(args: Any) -> dict[str, Any]:
-    """The run's configuration as HParams values (tuples become strings; None is dropped), with
-    only its own method's hyperparameters: a fine-tuning run shows no ``agscl_lambda``."""
-    from agents.methods_cli import other_methods_flags
-
-    foreign = other_methods_flags(args)
+def hparams_of(args: Any, drop: Collection[str] = ()) -> dict[str, Any]:
+    """The run's configuration (a dataclass) as HParams values: tuples become strings, None and
+    the fields named in ``drop`` are left out. The trainer passes the flags of the methods the
+    run does not use (``agents.methods_cli.run_hparams``), so a fine-tuning run shows no
+    ``agscl_lambda``."""
     out: dict[str, Any] = {}
     for key, value in dataclasses.asdict(args).items():
-        if value is None or key in foreign:
+        if value is None or key in drop:
             continue
         out[key] = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
     return out
@@ -59,15 +58,16 @@ def final_metrics(results: dict[str, Any]) -> dict[str, float]:
     return {k: float("nan") if v is None else float(v) for k, v in values.items()}
 
 
-def write_hparams(writer: Any, args: Any, results: dict[str, Any]) -> None:
-    """The HParams session of this run, in the run's own event file. Every metric is declared,
-    but only the defined ones are logged: an undefined one (no reference yet) is written later
-    by ``python -m agents.normalize`` with its number, never first as NaN."""
-    from torch.utils.tensorboard.summary import hparams
+def write_hparams(writer: Any, hparams: dict[str, Any], results: dict[str, Any]) -> None:
+    """The HParams session of this run (``hparams``: :func:`hparams_of`), in the run's own event
+    file at its last step. Every metric is declared, but only the defined ones are logged: an
+    undefined one (no reference yet) is written later by ``python -m reporting.normalize`` with
+    its number, never first as NaN."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
 
     metrics = final_metrics(results)
     step = int(results["progress"]["global_step"])
-    for summary in hparams(hparams_of(args), metrics):
+    for summary in hparams_summary(hparams, metrics):
         writer.file_writer.add_summary(summary, step)
     for tag, value in metrics.items():
         if math.isfinite(value):

@@ -324,7 +324,7 @@ def run_ratios(entries: Sequence[Sequence[Stats | None]], random: Sequence[Stats
 def continual_metrics(results: dict[str, Any]) -> dict[str, Any]:
     """P, S, forgetting and BWT of a run over its finished games (see the module docstring);
     P and the normalized scale need the run's fine-tuning reference (``results["reference"]``)."""
-    from agscl import metrics
+    from reporting import metrics
 
     n = games_done(results)
     games = list(results["games"])[:n]
