@@ -1,15 +1,24 @@
-"""Project layout: no import cycles between the project's modules, one shared module for atomic
-writes, versions and the machine, and every bench/ script records the machine."""
+"""Project layout: no import cycles between the project's modules, the reporting package apart
+from the training side, one shared module for atomic writes, versions and the machine, and every
+bench/ script records the machine."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("agents", "agscl", "common", "envs", "reporting", "supervised", "sweep")
+#: The reporting package reads what runs wrote; it may import itself and common/ (atomic writes,
+#: the CLI), and whatever common/ imports must keep to that too.
+REPORTING_MAY_IMPORT = ("reporting", "common")
+#: Libraries that build or train a network: reporting needs none of them (torch itself it may
+#: use, to read checkpoint tensors and write TensorBoard events).
+NETWORK_LIBRARIES = ("torch.nn", "torch.optim", "torch.distributions", "torch.func", "torchvision")
 
 
 def _module_name(path: Path) -> str:
@@ -17,22 +26,58 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def project_modules() -> dict[str, Path]:
+    return {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).glob("*.py")}
+
+
+def module_imports(path: Path) -> set[str]:
+    """Every name a file imports, anywhere in it (function-level imports too): ``import a.b``
+    gives ``a.b``; ``from a.b import c`` gives ``a.b`` and ``a.b.c``; relative imports resolved."""
+    name = _module_name(path)
+    package = name.split(".") if path.stem == "__init__" else name.split(".")[:-1]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package[: len(package) - node.level + 1] if node.level else []
+            base = ".".join(parts + ([node.module] if node.module else []))
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names)
+    return out
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module -> project modules it imports anywhere in its file (function-level imports too:
     a cycle through a deferred import is still a cycle)."""
-    modules = {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).glob("*.py")}
+    modules = project_modules()
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            for target in targets:
-                if target in modules and target != name and not (name.startswith(target + ".") or target == name.split(".")[0]):
-                    graph[name].add(target)
+        for target in module_imports(path):
+            if target in modules and target != name and not (name.startswith(target + ".") or target == name.split(".")[0]):
+                graph[name].add(target)
     return graph
+
+
+def boundary_violations(imports: dict[str, set[str]], package: str, allowed: tuple[str, ...],
+                        libraries: tuple[str, ...]) -> list[str]:
+    """``"module -> name"`` for every import that crosses ``package``'s boundary: from each of its
+    modules, and from each project module they reach through allowed imports, an import of a
+    project package outside ``allowed`` or of one of ``libraries`` (or a submodule of one).
+    ``imports`` maps every project module to the names it imports (:func:`module_imports`)."""
+    project = {m.split(".")[0] for m in imports}
+    todo = [m for m in imports if m == package or m.startswith(package + ".")]
+    seen, out = set(todo), set()
+    while todo:
+        module = todo.pop()
+        for name in imports[module]:
+            top = name.split(".")[0]
+            if any(name == lib or name.startswith(lib + ".") for lib in libraries) or (top in project and top not in allowed):
+                out.add(f"{module} -> {name}")
+            elif name in imports and name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return sorted(out)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -79,6 +124,36 @@ def test_no_import_cycles_between_project_modules():
     graph = import_graph()
     assert "agents.rundir" in graph["agents.ppo_continual"] and "envs.atari" in graph["envs.suites"]
     assert cycles(graph) == []
+
+
+def test_boundary_finder_finds_hand_made_crossings():
+    imports = {"rep": set(), "rep.a": {"rep.b", "numpy", "torch"}, "rep.b": {"util", "util.x"},
+               "util": {"train.loop"}, "train": set(), "train.loop": {"rep.a"}}
+    assert boundary_violations(imports, "rep", ("rep", "util"), ("torch.nn",)) == ["util -> train.loop"]
+    imports["rep.b"] |= {"torch.nn", "torch.nn.functional", "train"}
+    assert boundary_violations(imports, "rep", ("rep", "util"), ("torch.nn",)) == [
+        "rep.b -> torch.nn", "rep.b -> torch.nn.functional", "rep.b -> train", "util -> train.loop"]
+    assert boundary_violations(imports, "train", ("train", "rep", "util"), ()) == []  # training may use reporting
+
+
+def test_reporting_never_imports_the_training_side():
+    """reporting/ (results, metrics, aggregation, normalization, plots, drift, TensorBoard) reads
+    run files; it imports no trainer, network, environment, method or sweep, directly or through
+    common/, and no library that builds a network (function-level imports count)."""
+    imports = {name: module_imports(path) for name, path in project_modules().items()}
+    assert {"reporting.results", "reporting.drift", "reporting.tensorboard_layout"} <= set(imports)
+    assert "reporting.results" in imports["agents.ppo_continual"]  # the trainer writes through it
+    assert boundary_violations(imports, "reporting", REPORTING_MAY_IMPORT, NETWORK_LIBRARIES) == []
+
+
+def test_reporting_imports_alone():
+    """Importing every reporting module loads no module of the training side (what the source
+    check above cannot see: an import by name at run time)."""
+    modules = sorted(m for m in project_modules() if m.split(".")[0] == "reporting")
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules) +
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {PACKAGES!r} and m.split('.')[0] not in {REPORTING_MAY_IMPORT!r}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_agents_and_supervised_share_one_writer_and_one_versions():
