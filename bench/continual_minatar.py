@@ -19,7 +19,7 @@ capacity left after each game, and Figure-7-like plots with bands (docs/metrics.
 Method settings (fixed before the runs, not tuned on them, except ``agscl_mu4``):
 - ``agscl``: mu 1, lambda 100 on plain-mean Omega, rho 0.3, eta 0.9, prox once per PPO epoch;
   the paper's RL setting (mu 0.1, lambda 2100 here) froze 141 of 144 nodes of this small
-  trunk after one game in an earlier probe (DESIGN.md), which left no plasticity;
+  trunk after one game in an earlier probe (docs/agent.md), which left no plasticity;
 - ``agscl_mu4``: mu 4, lambda 100, the suite's default since the (mu, lambda) search of
   ``bench/configs/minatar_agscl_search.toml`` (seeds 1 and 2 of that search are this benchmark's
   seeds 1 and 2: only seed 3 is held out from the selection);

@@ -5,7 +5,7 @@ the resolved values of every run):
 
 * AGS-CL ``(lam, mu, rho, eta)`` for split_cifar100 (400, 10, 0.3, 0.9), split_cifar10_100
   (7000, 20, 0.2, 0.9), omniglot (1000, 7, 0.5, 0.9) and cub200 (1.5, 0.5, 0.1, 0.9) are the
-  authors' published commands (README of the released code; DESIGN.md section 2). They were
+  authors' published commands (README of the released code; docs/design.md). They were
   tuned with the released code's importance scale (plain mean ReLU activation, as here).
   mixture8 has no published values: it starts from the split_cifar100 ones.
 * Schedule for the small-image benchmarks: Adam, lr 1e-3, batch 256, 100 epochs per task,
@@ -145,7 +145,7 @@ HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     bench: {m: values.get(m, declared_defaults(m)) for m in METHOD_NAMES} for bench, values in _EXPLICIT.items()
 }
 
-_PUBLISHED = "authors' published command (released code README; DESIGN.md section 2)"
+_PUBLISHED = "authors' published command (released code README; docs/design.md)"
 _START = "starting point, not published by the authors: tune"
 _DIGITS = "picked by a sweep with bench/supervised_digits.py (ours)"
 SOURCES: dict[str, dict[str, str]] = {
