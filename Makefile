@@ -18,8 +18,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m agents.demo
 
+# One pytest worker per core, each test file on one worker (its module fixtures are built once).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(PY) bench/regularizer.py
