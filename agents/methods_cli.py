@@ -5,19 +5,17 @@ the ones of every method the agent can drive (``learners`` contains ``"rl"``) in
 agent's ``Args`` dataclass, so a new method needs no agent code: its file and one registry line.
 A hyperparameter shared by several methods under the same flag (``--ewc-lambda`` of ewc and
 online_ewc) is one flag. ``--method`` also takes every ``stability+plasticity`` composition
-(``agscl+redo``, :mod:`agscl.compose`), whose flags are its two parts' flags. It also holds the small protocol helpers the PPO loop calls: the
-optional ``use_task`` context and the retraining phase of methods with a ``prune`` hook.
+(``agscl+redo``, :mod:`agscl.compose`), whose flags are its two parts' flags.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Annotated, Any, Literal
 
 import tyro
 
-from agscl.base import Hparam, retrain_start  # noqa: F401 - the PPO loop imports it from here
+from agscl.base import Hparam
 from agscl.registry import method_hparams, method_names
 
 LEARNER = "rl"
@@ -71,9 +69,3 @@ def other_methods_flags(args: Any, learner: str = LEARNER) -> set[str]:
     own = {hp.flag for hp in method_hparams(args.method)}
     return set(flag_specs(learner)) - own
 
-
-def task_context(method: Any, task: int) -> contextlib.AbstractContextManager[Any]:
-    """``method.use_task(task)`` where the method has it (HAT, PackNet), else a no-op: evaluation
-    and importance collection of ``task`` run inside it."""
-    use_task = getattr(method, "use_task", None)
-    return use_task(task) if callable(use_task) else contextlib.nullcontext()

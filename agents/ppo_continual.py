@@ -39,7 +39,7 @@ from agents.config import Setup, game_budgets, prepare
 from agents.evaluation import collect_observations, evaluate, evaluate_random
 from agents.fastpath import FastPath, SplitEnv, progress_line
 from agents.lean import EpisodeLog, Minibatches, PackedPolicy
-from agents.methods_cli import retrain_start, task_context, with_method_flags
+from agents.methods_cli import with_method_flags
 from agents.plasticity_metrics import GradNormMeter, plasticity_metrics
 from agents.ppo_math import (build_optimizer, compute_gae, normalize_advantages, optimizer_covers, ppo_loss,
                              ppo_loss_autograd, set_lr)
@@ -59,6 +59,7 @@ from agents.tb_events import add_scalars
 from agents.tensorboard_layout import LAYOUT as TB_LAYOUT
 from agents.tensorboard_layout import write_hparams
 from agents.video import VIDEO_MAX_STEPS, capture_videos
+from agscl.base import retrain_start
 from envs.atari import MAX_EPISODE_FRAMES
 from envs.suites import get_suite
 
@@ -415,7 +416,7 @@ class Run:
         t0 = time.time()
         for j in range(upto + 1):
             seed = args.seed + 100_003 * (j + 1) + self.global_step % 1_000_003
-            with self.eval_env(self.games[j], seed, args.eval_episodes) as env, task_context(self.method, j):
+            with self.eval_env(self.games[j], seed, args.eval_episodes) as env, self.method.use_task(j):
                 stats = evaluate(self.agent, j, env, args.eval_episodes, self.device, seed, greedy=args.eval_greedy)
             scores[self.games[j]] = stats
             for key in ("mean", "std", "min", "max"):
@@ -720,7 +721,7 @@ class Run:
             # end of the game: importance from the trained policy's own play, then evaluation
             t0 = time.time()
             count = min(args.importance_obs, self.steps_per_game)
-            with task_context(method, g):
+            with method.use_task(g):
                 stored, _ = collect_observations(agent, env, next_obs, g, count, device)
             batches = ScaledBatches(stored, args.importance_batch, device, self.suite.obs_scale)
             plasticity = self.plasticity(batches, grad_meter)  # before end_task: AGS-CL's (I.2) re-draws nodes

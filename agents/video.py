@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from agents.results import write_atomic
-from agscl._weightwise import eval_mode
+from agscl.base import eval_mode
 
 #: One colour per MinAtar channel (RGB), distinct on a black background.
 PALETTE = np.array([
