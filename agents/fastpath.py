@@ -24,10 +24,9 @@ from agents.runtime import NonFiniteLoss
 
 
 def fast_bf16(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 convolutions clearly faster than fp32: CUDA with native bf16
-    (Ampere or later), or a CPU with AMX tiles. Measured on a 2-core AVX512-BF16 CPU without AMX
-    (oneDNN's avx512_core_bf16 kernels), a Nature-CNN update was no faster in bf16 than in fp32,
-    and slower than fp32 channels-last, so ``--bf16 auto`` keeps fp32 there."""
+    """Whether ``device`` runs bf16 convolutions clearly faster than fp32 (what ``--bf16 auto``
+    asks): CUDA with native bf16 (Ampere or later), or a CPU with AMX tiles; elsewhere (an
+    AVX512-BF16 CPU without AMX included, docs/scale.md) fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())

@@ -76,7 +76,7 @@ class Args:
     """if toggled, cuda is used when available"""
     torch_threads: int = 0
     """CPU threads of torch's intra-op pool (0: torch's default, all cores); use 1 when several runs share the
-    cores, else their thread pools oversubscribe them (5x slower for two small MinAtar runs on 2 cores)"""
+    cores, else their thread pools oversubscribe them"""
     track: bool = False
     """log the run to Weights & Biases (its TensorBoard scalars and the config; the optional extra `.[track]`;
     WANDB_MODE=offline keeps it on disk)"""
@@ -89,10 +89,8 @@ class Args:
     runs_dir: str = "runs"
     """where run directories are created"""
     preset: Literal["none", "paper"] = "none"
-    """`paper`: the authors' released code (docs/paper_preset.md lists every value and its source line: 8 paper
-    games, 10M steps each, 128 envs x 64 steps, 10 epochs, 64 minibatches, Adam 3e-4 for the whole sequence, clip
-    0.2, batch-wide advantage normalization, bootstrapped time limits, no entropy bonus, trunk conv 128/256/128,
-    mu=0.1, agscl-lambda=1000*21, rho=1); flags given explicitly still override it"""
+    """`paper`: the authors' released code (8 paper games, 10M steps each, 128 envs x 64 steps, ...: docs/paper_preset.md
+    lists every value and its source line); flags given explicitly still override it"""
     resume: Optional[str] = None
     """continue the run in this directory from its last checkpoint, with its stored config (other flags are ignored);
     without a usable checkpoint it restarts from the stored config. A resume is not bit-identical to an
@@ -215,33 +213,29 @@ class Args:
     # speed (agents/fastpath.py); all off is the plain path: fp32, contiguous, env and inference in sequence
     bf16: Literal["auto", "on", "off"] = "auto"
     """bf16 autocast over the trunk's forward and backward (weights, gradients, Adam, heads, losses and the regularizer
-    stay fp32); `auto`: on where bf16 is fast (CUDA Ampere+, CPU with AMX), off elsewhere (an AVX512-BF16 CPU without
-    AMX runs the Nature CNN no faster in bf16)"""
+    stay fp32); `auto`: on where bf16 is fast (CUDA Ampere+, CPU with AMX), off elsewhere"""
     channels_last: bool = True
     """feed the trunk channels-last (NHWC) observations, the layout oneDNN/cuDNN convolve fastest"""
     overlap_env: bool = True
     """step the environments as two halves, each half stepping while the policy infers on the other"""
     fewer_syncs: bool = True
     """no per-minibatch host syncs (non-finite loss checked once per epoch); pinned, non-blocking host-to-device copies
-    on CUDA (the policy samples from its logits without a distribution object and its argument checks, always:
-    agents/lean.py)"""
+    on CUDA"""
     compile: bool = False
-    """run the trunk through `torch.compile` (inductor; dynamic shapes); off by default: on this 2-core CPU it did
-    not pay (README, Scale); meant for GPUs"""
+    """run the trunk through `torch.compile` (inductor; dynamic shapes); meant for GPUs (docs/scale.md)"""
     packed_rollout: bool = True
-    """MinAtar on the CPU: the rollout's inference as one gather and one GEMM per layer on weights packed once per
-    update, actions drawn by inverse CDF (agents/lean.py PackedPolicy): the same log-probabilities and values up to
-    float rounding, actions from the same distribution; ignored where the trunk is not MinAtar's fp32 one"""
+    """MinAtar on the CPU: the rollout's inference on weights packed once per update (agents/lean.py PackedPolicy):
+    the same log-probabilities and values up to float rounding, actions from the same distribution; ignored where the
+    trunk is not MinAtar's fp32 one"""
     fused_loss: bool = True
-    """the PPO loss and its gradient in the actor's logits and the critic's values computed in one pass
-    (agents/ppo_math.py `ppo_loss`); off: cleanrl's expression through autograd (`ppo_loss_autograd`). The same
-    loss and gradients up to float rounding (tests/test_ppo_math.py)"""
+    """the PPO loss and its gradient in the logits and values computed in one pass (agents/ppo_math.py `ppo_loss`);
+    off: cleanrl's expression through autograd. The same loss and gradients up to float rounding"""
     fused_adam: bool = True
-    """Adam as one fused kernel (`fused=True`) and the gradient-norm clip as multi-tensor kernels, instead of a
-    Python loop over parameters: the same update up to float rounding (tests/test_lean.py)"""
+    """Adam as one fused kernel and the gradient-norm clip as multi-tensor kernels: the same update up to float
+    rounding"""
     fused_penalty: bool = True
-    """EWC/MAS: add the quadratic penalty's gradient to the weights' gradients with multi-tensor kernels after the
-    backward pass, instead of building it into the loss's autograd graph (the same update, up to float rounding)"""
+    """EWC/MAS: add the penalty's gradient to the weights' gradients after the backward pass instead of building it
+    into the loss's autograd graph: the same update up to float rounding"""
 
 
 Args = with_method_flags(Args, default_method="agscl")  # type: ignore[misc]

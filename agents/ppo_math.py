@@ -56,7 +56,7 @@ def compute_gae(
     no transition of either game. Their advantage is 0 and their return their own value (no
     learning signal); nothing flows across them, since ``dones`` already cuts the trace there."""
     # On the CPU the recursion runs on numpy views of the same float32 tensors: the same operations in
-    # the same order (bit-identical results) at a fraction of torch's per-call cost on (N,) rows.
+    # the same order (bit-identical results), with less per-call cost on (N,) rows than torch's.
     host = rewards.device.type == "cpu"
     if host:
         rewards, values, dones, next_value, next_done = (t.numpy() for t in (rewards, values, dones, next_value, next_done))
@@ -148,7 +148,7 @@ def ppo_loss_autograd(logits: torch.Tensor, value: torch.Tensor, action: torch.T
 class PPOLoss(torch.autograd.Function):
     """cleanrl's PPO loss of one minibatch, ``pg_loss - ent_coef * entropy + vf_coef * v_loss``, and its
     gradient with respect to the actor's logits and the critic's values, both computed in the forward
-    pass (about 30 tensor operations), instead of autograd's graph of about 70 small ones.
+    pass instead of by autograd's graph of many small operations (docs/scale_minatar.md).
 
     The gradient follows autograd's conventions for the reference expression
     (:func:`ppo_loss_autograd`, the loop's ``--no-fused-loss`` path): ``max`` splits a tie in half,

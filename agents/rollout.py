@@ -65,8 +65,8 @@ class Rollout:
         self.actions = torch.zeros(shape, dtype=torch.long, device=device)
         self.logprobs = torch.zeros(shape, device=device)
         self.values = torch.zeros(shape, device=device)
-        # rewards, game ends and autoreset marks are staged in numpy (a write there costs a tenth of a
-        # torch index write) and reach the device once per rollout
+        # rewards, game ends and autoreset marks are staged in numpy (cheaper per write than a torch
+        # index write, docs/scale_minatar.md) and reach the device once per rollout
         self.rewards = np.zeros(shape, dtype=np.float32)
         self.dones = np.zeros(shape, dtype=np.float32)
         self.autoreset = np.zeros(shape, dtype=np.float32) if autoreset else None

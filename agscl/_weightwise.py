@@ -163,9 +163,8 @@ class WeightwiseMethod(ContinualMethod):
     @torch.no_grad()
     def add_penalty_grad(self) -> torch.Tensor:
         """``p.grad += lam * sum_k Omega_k (p - anchor_k)``, the gradient of :meth:`penalty`,
-        with a few multi-tensor (``torch._foreach``) kernels instead of an autograd graph:
-        measured 6 ms per minibatch on the Nature CNN through autograd (bench/agent_throughput.py
-        --mode parts). Returns the penalty's value (detached)."""
+        with a few multi-tensor (``torch._foreach``) kernels instead of an autograd graph (what it
+        saves: docs/scale.md). Returns the penalty's value (detached)."""
         total = torch.zeros((), device=module_device(self.trunk))
         if not self.terms or self.lam == 0.0:
             return total
