@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from agents.plasticity_metrics import dormant_fraction  # noqa: F401 - its home before agents/plasticity_metrics.py
-from agscl._weightwise import eval_mode
+from agscl.base import eval_mode
 
 
 def play_games(env: Any, policy: Callable[[np.ndarray], np.ndarray], episodes: int) -> dict[str, Any]:

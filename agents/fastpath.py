@@ -20,12 +20,13 @@ from typing import Any, Callable, ContextManager, Sequence
 import numpy as np
 import torch
 
+from agents.runtime import NonFiniteLoss
+
 
 def fast_bf16(device: torch.device) -> bool:
-    """Whether ``device`` runs bf16 convolutions clearly faster than fp32: CUDA with native bf16
-    (Ampere or later), or a CPU with AMX tiles. Measured on a 2-core AVX512-BF16 CPU without AMX
-    (oneDNN's avx512_core_bf16 kernels), a Nature-CNN update was no faster in bf16 than in fp32,
-    and slower than fp32 channels-last, so ``--bf16 auto`` keeps fp32 there."""
+    """Whether ``device`` runs bf16 convolutions clearly faster than fp32 (what ``--bf16 auto``
+    asks): CUDA with native bf16 (Ampere or later), or a CPU with AMX tiles; elsewhere (an
+    AVX512-BF16 CPU without AMX included, docs/scale.md) fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
@@ -35,9 +36,10 @@ class FastPath:
     """The resolved fast-path settings of one run and the few helpers the PPO loop calls.
 
     ``bf16`` is ``"on"``, ``"off"`` or ``"auto"`` (on where the device has fast bf16,
-    :func:`fast_bf16`); ``overlap`` needs at least two environments. ``to_device`` moves a numpy array to the device (pinned and
-    non-blocking on CUDA with ``fewer_syncs``); ``nonfinite`` checks a loss at once (plain path)
-    or accumulates the check on the device and reports it once per epoch (``fewer_syncs``).
+    :func:`fast_bf16`); ``overlap`` needs at least two environments. ``to_device`` moves a numpy
+    array to the device (pinned and non-blocking on CUDA with ``fewer_syncs``); ``check_finite``
+    raises :class:`agents.runtime.NonFiniteLoss` on a NaN/inf loss, chosen once: at once (plain
+    path) or queued on the device and raised by :meth:`end_epoch` (``fewer_syncs``).
     """
 
     def __init__(self, args: Any, device: torch.device) -> None:
@@ -49,6 +51,7 @@ class FastPath:
         self.compile = bool(args.compile)
         self.pin = self.fewer_syncs and device.type == "cuda"
         self._bad: torch.Tensor | None = None
+        self.check_finite: Callable[[torch.Tensor], None] = self._check_later if self.fewer_syncs else self._check_now
 
     def describe(self) -> str:
         on = [name for name, flag in (("bf16", self.bf16), ("channels-last", self.channels_last),
@@ -79,19 +82,23 @@ class FastPath:
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
 
-    def nonfinite(self, loss: torch.Tensor) -> bool:
-        """True when ``loss`` is NaN/inf (plain path: checked now, one host sync per minibatch);
-        with ``fewer_syncs`` the check is queued on the device and :meth:`epoch_nonfinite`
-        reports it once per epoch (a run that fails stops one epoch later, never checkpointed)."""
-        if not self.fewer_syncs:
-            return not bool(torch.isfinite(loss))
+    @staticmethod
+    def _check_now(loss: torch.Tensor) -> None:
+        """The plain path: one host sync per minibatch."""
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteLoss(f"non-finite loss ({loss.item()})")
+
+    def _check_later(self, loss: torch.Tensor) -> None:
+        """``fewer_syncs``: queued on the device, raised by :meth:`end_epoch` (a run that fails stops
+        one epoch later, never checkpointed)."""
         bad = ~torch.isfinite(loss.detach())
         self._bad = bad if self._bad is None else self._bad | bad
-        return False
 
-    def epoch_nonfinite(self) -> bool:
+    def end_epoch(self) -> None:
+        """Raise :class:`agents.runtime.NonFiniteLoss` if a loss checked later in this epoch was NaN/inf."""
         bad, self._bad = self._bad, None
-        return bad is not None and bool(bad)
+        if bad is not None and bool(bad):
+            raise NonFiniteLoss("non-finite loss in this epoch")
 
 
 class SplitEnv:

@@ -1,8 +1,8 @@
 """The lean rollout: what the PPO loop does per environment step and per update, with fewer calls.
 
-MinAtar's network is so small that Python and dispatch overhead, not arithmetic, bound a
-training step on a CPU (issue 19). This module holds the pieces that remove that overhead
-without changing what is computed:
+On a network as small as MinAtar's, Python and dispatch overhead bound a training step on a CPU
+(docs/scale_minatar.md). This module holds the pieces that remove that overhead without changing
+what is computed:
 
 - :func:`sample_action` and :func:`log_prob_entropy` work on the logits directly instead of
   building a ``torch.distributions.Categorical`` per call. They run the same tensor operations
@@ -17,8 +17,7 @@ without changing what is computed:
 - :class:`PackedPolicy` runs the rollout's inference on a MinAtar trunk (3x3 stride-1 convs, one
   Linear) as one gather and one GEMM per layer, on weights packed once per rollout: the same
   log-probabilities and values as :meth:`agents.network.Agent.act_and_value` up to float
-  rounding, actions from the same distribution (:func:`sample_inverse_cdf`), at under half its
-  cost for 8 observations on one CPU core (``--packed-rollout``).
+  rounding, actions from the same distribution (:func:`sample_inverse_cdf`; ``--packed-rollout``).
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ def sample_action(logits: torch.Tensor, generator: torch.Generator | None = None
 
 def sample_inverse_cdf(logits: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One action per row of ``logits`` and its log-probability, drawn from the same distribution as
-    :func:`sample_action` but with a fifth of its calls: one uniform number per row, placed on the
+    :func:`sample_action` but with fewer calls: one uniform number per row, placed on the
     cumulative probabilities (scaled by their total, so rounding never leaves a gap at the top).
     Actions of probability 0 (``-inf`` logits) are never drawn. Not the same random stream as
     ``Categorical``: the rollout of :class:`PackedPolicy` uses it; ``tests/test_lean.py`` checks the
@@ -149,8 +148,8 @@ class PackedPolicy:
     """Game ``game``'s policy for the rollout, on weights packed when it is built (build one per rollout:
     the weights must not change while it is used, and between updates they do not).
 
-    At 8 observations of 10x10 cells, oneDNN's convolution and the Linear layers cost far more in
-    set-up than in arithmetic (issue 19). Here each 3x3 stride-1 convolution is one ``index_select``
+    For a few observations of 10x10 cells the modules' set-up outweighs their arithmetic
+    (docs/scale_minatar.md). Here each 3x3 stride-1 convolution is one ``index_select``
     of its receptive fields (indices computed once) and one ``addmm`` against the weight as a
     (C*9, O) matrix, giving channels-last rows; the Linear's columns are permuted to that
     order once, so no layout change happens per step; the actor and critic are one ``addmm``.

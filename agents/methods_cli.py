@@ -5,20 +5,18 @@ the ones of every method the agent can drive (``learners`` contains ``"rl"``) in
 agent's ``Args`` dataclass, so a new method needs no agent code: its file and one registry line.
 A hyperparameter shared by several methods under the same flag (``--ewc-lambda`` of ewc and
 online_ewc) is one flag. ``--method`` also takes every ``stability+plasticity`` composition
-(``agscl+redo``, :mod:`agscl.compose`), whose flags are its two parts' flags. It also holds the small protocol helpers the PPO loop calls: the
-optional ``use_task`` context and the retraining phase of methods with a ``prune`` hook, and
-the run's HParams with its own method's flags only (the reporting package is told which to drop).
+(``agscl+redo``, :mod:`agscl.compose`), whose flags are its two parts' flags. It also gives the
+run's HParams with its own method's flags only (the reporting package is told which to drop).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Annotated, Any, Literal
 
 import tyro
 
-from agscl.base import Hparam, retrain_start  # noqa: F401 - the PPO loop imports it from here
+from agscl.base import Hparam
 from agscl.registry import method_hparams, method_names
 from reporting import tensorboard_layout
 
@@ -82,10 +80,3 @@ def run_hparams(args: Any) -> dict[str, Any]:
 def write_hparams(writer: Any, args: Any, results: dict[str, Any]) -> None:
     """The run's HParams session (:func:`reporting.tensorboard_layout.write_hparams`) with :func:`run_hparams`."""
     tensorboard_layout.write_hparams(writer, run_hparams(args), results)
-
-
-def task_context(method: Any, task: int) -> contextlib.AbstractContextManager[Any]:
-    """``method.use_task(task)`` where the method has it (HAT, PackNet), else a no-op: evaluation
-    and importance collection of ``task`` run inside it."""
-    use_task = getattr(method, "use_task", None)
-    return use_task(task) if callable(use_task) else contextlib.nullcontext()

@@ -126,7 +126,7 @@ class Agent(nn.Module):
         conv's output is made contiguous before its activation (or LayerNorm), so that ReLU's backward sees one memory
         layout (a channels-last output with the contiguous gradient that comes back through Flatten
         takes PyTorch's slow strided path) and Flatten is a view. The same values (a copy), the same
-        modules and hooks; about 10% off MinAtar's update, nothing measurable on the Nature CNN.
+        modules and hooks (what it saves: docs/scale_minatar.md).
 
         ``channels``: ``x`` holds only these input channels, the others being zero in the whole batch
         (:class:`agents.lean.Minibatches`; a MinAtar game fills only its own leading channels of the
@@ -175,8 +175,8 @@ class Agent(nn.Module):
     def act_and_value(self, x: torch.Tensor, game: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The rollout's call: a sampled action, its log-probability and the value (no entropy);
         the same draws and numbers as :meth:`get_action_and_value`. Each module's ``forward`` is
-        called directly: the per-call overhead of ``Module.__call__`` is a good part of an 8-observation
-        inference, and the rollout runs no hooks (AGS-CL's activation hooks live only inside its
+        called directly, without ``Module.__call__`` (its overhead: docs/scale_minatar.md), so no
+        hooks run: the rollout needs none (AGS-CL's activation hooks live only inside its
         ``end_task``, which calls the trunk itself)."""
         x = x.float() if self.obs_scale == 1 else x.float() * self.obs_scale
         x = x.contiguous(memory_format=self.memory_format)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from agents.layers import ACTIVATIONS
-from agscl._weightwise import eval_mode
+from agscl.base import eval_mode
 
 #: Kumar et al. (2021)'s delta: the top singular values that hold 99% of the sum
 SRANK_DELTA = 0.01

@@ -28,21 +28,20 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from agents import tracking
 from agents.config import Setup, game_budgets, prepare
 from agents.evaluation import collect_observations, evaluate, evaluate_random
 from agents.fastpath import FastPath, SplitEnv, progress_line
 from agents.lean import EpisodeLog, Minibatches, PackedPolicy
-from agents.methods_cli import retrain_start, task_context, with_method_flags, write_hparams
+from agents.methods_cli import with_method_flags, write_hparams
 from agents.plasticity_metrics import GradNormMeter, plasticity_metrics
-from agents.ppo_math import (build_optimizer, compute_gae, normalize_advantages, optimizer_covers, ppo_loss,
-                             ppo_loss_autograd, set_lr)
+from agents.ppo_math import (Update, build_optimizer, compute_gae, make_update, normalize_advantages, optimizer_covers,
+                             set_lr)
 from reporting.results import (
     RESULTS_FILE,
     RESULTS_FORMAT,
@@ -53,11 +52,13 @@ from reporting.results import (
     normalized,
     write_json_atomic,
 )
+from agents.rollout import Policy, Rollout
 from agents.rundir import CHECKPOINT_FORMAT, clear_run_dir
-from agents.runtime import StopRequest, UserError, all_finite, rng_state, save_atomic, set_rng_state, versions
+from agents.runtime import NonFiniteLoss, StopRequest, UserError, all_finite, rng_state, save_atomic, set_rng_state, versions
 from reporting.tb_events import add_scalars
 from reporting.tensorboard_layout import LAYOUT as TB_LAYOUT
 from agents.video import VIDEO_MAX_STEPS, capture_videos
+from agscl.base import retrain_start
 from envs.atari import MAX_EPISODE_FRAMES
 from envs.suites import get_suite
 
@@ -74,7 +75,7 @@ class Args:
     """if toggled, cuda is used when available"""
     torch_threads: int = 0
     """CPU threads of torch's intra-op pool (0: torch's default, all cores); use 1 when several runs share the
-    cores, else their thread pools oversubscribe them (5x slower for two small MinAtar runs on 2 cores)"""
+    cores, else their thread pools oversubscribe them"""
     track: bool = False
     """log the run to Weights & Biases (its TensorBoard scalars and the config; the optional extra `.[track]`;
     WANDB_MODE=offline keeps it on disk)"""
@@ -87,10 +88,8 @@ class Args:
     runs_dir: str = "runs"
     """where run directories are created"""
     preset: Literal["none", "paper"] = "none"
-    """`paper`: the authors' released code (docs/paper_preset.md lists every value and its source line: 8 paper
-    games, 10M steps each, 128 envs x 64 steps, 10 epochs, 64 minibatches, Adam 3e-4 for the whole sequence, clip
-    0.2, batch-wide advantage normalization, bootstrapped time limits, no entropy bonus, trunk conv 128/256/128,
-    mu=0.1, agscl-lambda=1000*21, rho=1); flags given explicitly still override it"""
+    """`paper`: the authors' released code (8 paper games, 10M steps each, 128 envs x 64 steps, ...: docs/paper_preset.md
+    lists every value and its source line); flags given explicitly still override it"""
     resume: Optional[str] = None
     """continue the run in this directory from its last checkpoint, with its stored config (other flags are ignored);
     without a usable checkpoint it restarts from the stored config. A resume is not bit-identical to an
@@ -213,40 +212,32 @@ class Args:
     # speed (agents/fastpath.py); all off is the plain path: fp32, contiguous, env and inference in sequence
     bf16: Literal["auto", "on", "off"] = "auto"
     """bf16 autocast over the trunk's forward and backward (weights, gradients, Adam, heads, losses and the regularizer
-    stay fp32); `auto`: on where bf16 is fast (CUDA Ampere+, CPU with AMX), off elsewhere (an AVX512-BF16 CPU without
-    AMX runs the Nature CNN no faster in bf16)"""
+    stay fp32); `auto`: on where bf16 is fast (CUDA Ampere+, CPU with AMX), off elsewhere"""
     channels_last: bool = True
     """feed the trunk channels-last (NHWC) observations, the layout oneDNN/cuDNN convolve fastest"""
     overlap_env: bool = True
     """step the environments as two halves, each half stepping while the policy infers on the other"""
     fewer_syncs: bool = True
     """no per-minibatch host syncs (non-finite loss checked once per epoch); pinned, non-blocking host-to-device copies
-    on CUDA (the policy samples from its logits without a distribution object and its argument checks, always:
-    agents/lean.py)"""
+    on CUDA"""
     compile: bool = False
-    """run the trunk through `torch.compile` (inductor; dynamic shapes); off by default: on this 2-core CPU it did
-    not pay (README, Scale); meant for GPUs"""
+    """run the trunk through `torch.compile` (inductor; dynamic shapes); meant for GPUs (docs/scale.md)"""
     packed_rollout: bool = True
-    """MinAtar on the CPU: the rollout's inference as one gather and one GEMM per layer on weights packed once per
-    update, actions drawn by inverse CDF (agents/lean.py PackedPolicy): the same log-probabilities and values up to
-    float rounding, actions from the same distribution; ignored where the trunk is not MinAtar's fp32 one"""
+    """MinAtar on the CPU: the rollout's inference on weights packed once per update (agents/lean.py PackedPolicy):
+    the same log-probabilities and values up to float rounding, actions from the same distribution; ignored where the
+    trunk is not MinAtar's fp32 one"""
     fused_loss: bool = True
-    """the PPO loss and its gradient in the actor's logits and the critic's values computed in one pass
-    (agents/ppo_math.py `ppo_loss`); off: cleanrl's expression through autograd (`ppo_loss_autograd`). The same
-    loss and gradients up to float rounding (tests/test_ppo_math.py)"""
+    """the PPO loss and its gradient in the logits and values computed in one pass (agents/ppo_math.py `ppo_loss`);
+    off: cleanrl's expression through autograd. The same loss and gradients up to float rounding"""
     fused_adam: bool = True
-    """Adam as one fused kernel (`fused=True`) and the gradient-norm clip as multi-tensor kernels, instead of a
-    Python loop over parameters: the same update up to float rounding (tests/test_lean.py)"""
+    """Adam as one fused kernel and the gradient-norm clip as multi-tensor kernels: the same update up to float
+    rounding"""
     fused_penalty: bool = True
-    """EWC/MAS: add the quadratic penalty's gradient to the weights' gradients with multi-tensor kernels after the
-    backward pass, instead of building it into the loss's autograd graph (the same update, up to float rounding)"""
+    """EWC/MAS: add the penalty's gradient to the weights' gradients after the backward pass instead of building it
+    into the loss's autograd graph: the same update up to float rounding"""
 
 
 Args = with_method_flags(Args, default_method="agscl")  # type: ignore[misc]
-
-
-class NonFiniteLoss(Exception):
-    """The loss became NaN/inf: the run stops, its last checkpoint is left untouched."""
 
 
 class Stopped(Exception):
@@ -414,7 +405,7 @@ class Run:
         t0 = time.time()
         for j in range(upto + 1):
             seed = args.seed + 100_003 * (j + 1) + self.global_step % 1_000_003
-            with self.eval_env(self.games[j], seed, args.eval_episodes) as env, task_context(self.method, j):
+            with self.eval_env(self.games[j], seed, args.eval_episodes) as env, self.method.use_task(j):
                 stats = evaluate(self.agent, j, env, args.eval_episodes, self.device, seed, greedy=args.eval_greedy)
             scores[self.games[j]] = stats
             for key in ("mean", "std", "min", "max"):
@@ -521,214 +512,54 @@ class Run:
                 tracked.finish()
 
     def train_game(self) -> None:
-        args, agent, method, device, fast = self.args, self.agent, self.method, self.device, self.fast
+        """Game ``self.game`` from update ``self.update`` on; each update: rollout -> advantages -> update -> log."""
+        args, agent, method, device = self.args, self.agent, self.method, self.device
         g, game = self.game, self.games[self.game]
         self.num_updates, self.steps_per_game = self.game_updates[g], self.game_steps[g]
         if self.update == 0:
             self.measure_random(g)
         env = SplitEnv(lambda n, seed: self.make_env(game, n, seed, train=True), args.num_envs,
-                       args.seed + 10_007 * g + 7_919 * self.update, parts=2 if fast.overlap else 1)
+                       args.seed + 10_007 * g + 7_919 * self.update, parts=2 if self.fast.overlap else 1)
         try:
-            if self.update == 0:
-                if len(agent.heads) != g:
-                    raise RuntimeError(f"expected {g} heads before game {g}, found {len(agent.heads)}")
-                agent.add_head(env.action_count)
-                self.results["action_counts"].append(env.action_count)
-                self.results["games_info"].append({"game": game, "action_count": env.action_count, "steps": 0,
-                                                   "updates": 0, "train_seconds": 0.0})
-            info_g = self.results["games_info"][g]
-            if self.optimizer is None or (args.optimizer_per_game and self.update == 0):
-                self.optimizer = build_optimizer(agent.trunk, agent.heads, g, args.learning_rate, args.optimizer_per_game,
-                                                 fused=args.fused_adam)
-                method.attach_optimizer(self.optimizer)
-            if not args.optimizer_per_game:
-                optimizer_covers(self.optimizer, agent.heads)  # this game's head joins the sequence's Adam
-            optimizer, params = self.optimizer, list(agent.trunk.parameters()) + list(agent.heads[g].parameters())
-            method.begin_task(g)
-            prune_at = retrain_start(method, self.num_updates)  # PackNet: prune, then retrain the kept weights
-            grad_meter = GradNormMeter(agent.trunk)  # the trunk's gradient norms in updates followed by an evaluation
-            packed = args.packed_rollout and device.type == "cpu" and PackedPolicy.supports(agent)
-            self.log(f"game {g + 1}/{len(self.games)}: {game} ({env.action_count} actions), "
-                     f"updates {self.update + 1}..{self.num_updates} of {self.batch_size} steps, method {args.method}, "
-                     f"{fast.describe()}{', packed rollout' if packed else ''}")
-
-            obs_shape = self.suite.obs_shape
-            obs_buf = torch.zeros((args.num_steps, args.num_envs) + obs_shape, dtype=torch.uint8, device=device)
-            # rewards and game ends are staged in numpy (a write there costs a tenth of a torch index write) and
-            # reach the device once per update; on the CPU the torch tensors share the arrays
-            host_rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-            host_dones = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-            actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
-            logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
-            values = torch.zeros((args.num_steps, args.num_envs), device=device)
-            # --bootstrap-time-limits: V(final observation) at steps cut by the time limit, else 0
-            final_values = torch.zeros((args.num_steps, args.num_envs), device=device) if args.bootstrap_time_limits else None
-            # Atari's next-step autoreset: the steps that only started a new game (no advantage, see compute_gae)
-            host_autoreset = np.zeros((args.num_steps, args.num_envs), dtype=np.float32) if self.suite.next_step_autoreset else None
-            next_obs = np.array(env.reset(), dtype=np.uint8)
-            next_done = np.zeros(args.num_envs, dtype=np.float32)
-
-            episodes = EpisodeLog(game, self.writer, lambda text: print(text, flush=True))
-
-            def receive(k: int, step: int) -> None:
-                """Collect environment group ``k``'s result of ``step``; finished episodes are logged per update."""
-                part = env.parts[k]
-                o, reward, term, trunc, info = env.recv(k)
-                self.global_step += part.stop - part.start
-                host_rewards[step, part] = reward
-                next_obs[part] = o
-                next_done[part] = term | trunc
-                if host_autoreset is not None:
-                    host_autoreset[step, part] = info["autoreset"]
-                if final_values is not None:
-                    cut = np.flatnonzero(trunc & ~term)  # the game goes on: bootstrap from its final observation
-                    final_values[step, part] = 0.0
-                    if len(cut):
-                        with torch.no_grad():
-                            v = agent.get_value(fast.to_device(info["final_obs"][cut]), g).flatten()
-                        final_values[step, part.start + torch.from_numpy(cut).to(device)] = v
-                if info["game_over"].any():
-                    episodes.add(self.global_step, info)
-
+            rollout, current_policy, update_minibatch = self.begin_game(g, env)
             while self.update < self.num_updates:
                 t_update = time.time()
                 self.update += 1
-                game_step, last = self.update * self.batch_size, self.update == self.num_updates
-                eval_due = not last and args.eval_every > 0 and (
-                    game_step // args.eval_every > (game_step - self.batch_size) // args.eval_every)
-                grads = grad_meter if last or eval_due else None  # plasticity metrics read them at the evaluation
-                grad_meter.reset()
-                frac = 1.0 - (self.update - 1.0) / self.num_updates if args.anneal_lr else 1.0
-                lr = frac * args.learning_rate
-                if self.update == prune_at:  # PackNet: prune, then retrain the kept weights with a fresh Adam
-                    method.prune(g)
-                    optimizer = self.optimizer = build_optimizer(agent.trunk, agent.heads, g, args.learning_rate,
-                                                                 args.optimizer_per_game, fused=args.fused_adam)
-                    method.attach_optimizer(optimizer)
-                    self.log(f"{args.method}: pruned for {game}, retraining updates {prune_at}..{self.num_updates}")
-                set_lr(optimizer, lr)
+                lr, grads, last, eval_due = self.begin_update(g)
 
-                # the weights are fixed until the update below, so the packed policy is built once per rollout
-                policy = PackedPolicy(agent, g, env.used_channels) if packed else (lambda x: agent.act_and_value(x, g))
-                with torch.inference_mode():  # no autograd bookkeeping; results written in place into the buffers
-                    for step in range(args.num_steps):
-                        # one group of all envs, or (--overlap-env) two halves: each infers while the other steps
-                        for k, part in enumerate(env.parts):
-                            if step > 0:
-                                receive(k, step - 1)
-                            obs_buf[step, part] = observation = fast.to_device(next_obs[part])
-                            host_dones[step, part] = next_done[part]
-                            action, logprobs[step, part], values[step, part] = policy(observation)
-                            actions[step, part] = action
-                            env.send(k, action.cpu().numpy())
-                    for k in range(len(env.parts)):
-                        receive(k, args.num_steps - 1)
-                episodes.flush()
+                batch = rollout.collect(current_policy(), self.global_step)  # 1. the rollout
+                self.global_step = batch.global_step
 
-                with torch.no_grad():
-                    rewards, dones = fast.to_device(host_rewards), fast.to_device(host_dones)
-                    next_value = agent.get_value(fast.to_device(next_obs), g).reshape(-1)
-                    autoreset = None if host_autoreset is None else fast.to_device(host_autoreset)
-                    advantages, returns = compute_gae(rewards, values, dones, next_value, fast.to_device(next_done), args.gamma,
-                                                      args.gae_lambda, final_values, autoreset)
-
-                b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-                batch_norm = args.norm_adv and args.norm_adv_scope == "batch"
-                if batch_norm:  # once over the whole batch (the authors); else per minibatch below (cleanrl)
+                with torch.no_grad():  # 2. advantages and returns
+                    next_value = agent.get_value(batch.next_obs, g).reshape(-1)
+                    advantages, returns = compute_gae(batch.rewards, batch.values, batch.dones, next_value, batch.next_done,
+                                                      args.gamma, args.gae_lambda, batch.final_values, batch.autoreset)
+                b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), batch.values.reshape(-1)
+                if args.norm_adv and args.norm_adv_scope == "batch":  # once over the whole batch (the authors)
                     b_advantages = normalize_advantages(b_advantages)
-                batch = Minibatches(agent, obs_buf.reshape((-1,) + obs_shape), actions.reshape(-1), logprobs.reshape(-1),
-                                    b_advantages, b_returns, b_values)
+                b_obs = batch.obs.reshape((-1,) + self.suite.obs_shape)
+                minibatches = Minibatches(agent, b_obs, batch.actions.reshape(-1), batch.logprobs.reshape(-1),
+                                          b_advantages, b_returns, b_values)
 
-                clipfracs = []
-                fused = args.fused_penalty and method.fused_penalty
-                zero = torch.zeros((), device=device)
+                clipfracs = []  # 3. the update: epochs of minibatches
                 for _epoch in range(args.update_epochs):
-                    perm = torch.randperm(self.batch_size, device=device)
-                    for start in range(0, self.batch_size, self.minibatch_size):
-                        mb_obs, mb_actions, mb_logprobs, mb_adv, mb_returns, mb_values = batch.take(
-                            perm[start : start + self.minibatch_size])
-                        if args.norm_adv and not batch_norm:
-                            mb_adv = normalize_advantages(mb_adv)
-                        if args.fused_loss:  # the loss and its gradient in the logits and values in one pass
-                            logits, newvalue = agent.logits_and_value(mb_obs, g, batch.channels)
-                            ppo, stats = ppo_loss(logits, newvalue, mb_actions, mb_logprobs, mb_adv, mb_returns, mb_values,
-                                                  clip_coef=args.clip_coef, clip_vloss=args.clip_vloss,
-                                                  ent_coef=args.ent_coef, vf_coef=args.vf_coef)
-                        else:  # cleanrl's expression through autograd: the same numbers up to rounding
-                            _, newlogprob, entropy, newvalue = agent.get_action_and_value(mb_obs, g, mb_actions, batch.channels)
-                            ppo, stats = ppo_loss_autograd(newlogprob, entropy, newvalue, mb_logprobs, mb_adv, mb_returns,
-                                                           mb_values, clip_coef=args.clip_coef, clip_vloss=args.clip_vloss,
-                                                           ent_coef=args.ent_coef, vf_coef=args.vf_coef)
-                        pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = stats.unbind()
-                        clipfracs.append(clipfrac)
-                        penalty = zero if fused else method.penalty()
-                        loss = ppo + penalty
-                        if fast.nonfinite(loss):
-                            raise NonFiniteLoss(f"non-finite loss ({loss.item()})")
-                        optimizer.zero_grad()
-                        loss.backward()
-                        if fused:
-                            penalty = method.add_penalty_grad()
-                            loss = loss.detach() + penalty
-                        if grads is not None:  # the gradient the optimizer gets, before clipping
-                            grads.add()
-                        nn.utils.clip_grad_norm_(params, args.max_grad_norm, foreach=args.fused_adam or None)
-                        optimizer.step()
-                        method.after_step(lr)
+                    for index in torch.randperm(self.batch_size, device=device).split(self.minibatch_size):
+                        loss, penalty, stats = update_minibatch(minibatches.take(index), minibatches.channels, self.optimizer,
+                                                                lr, grads)
+                        clipfracs.append(stats[5])
                     method.end_epoch(lr)
-                    if fast.epoch_nonfinite():
-                        raise NonFiniteLoss("non-finite loss in this epoch")
-                    if args.target_kl is not None and approx_kl > args.target_kl:
+                    self.fast.end_epoch()
+                    if args.target_kl is not None and stats[4] > args.target_kl:
                         break
 
-                y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
-                var_y = np.var(y_true)
-                explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
-                info_g["steps"], info_g["updates"] = self.update * self.batch_size, self.update
-                info_g["train_seconds"] += time.time() - t_update
-                info_g["train_sps"] = info_g["steps"] / max(info_g["train_seconds"], 1e-9)
-                self.session_steps += self.batch_size
-                sps = int(self.session_steps / (time.time() - self.session_start))
-                names = ("value_loss", "policy_loss", "entropy", "penalty", "old_approx_kl", "approx_kl", "clipfrac", "loss")
-                losses = dict(zip(names, torch.stack([v_loss, pg_loss, entropy_loss, penalty.detach().to(device), old_approx_kl,
-                                                      approx_kl, torch.stack(clipfracs).mean(), loss.detach()]).tolist()))
-                scalars = {"charts/learning_rate": lr, "charts/game": g, "losses/explained_variance": explained_var,
-                           "charts/SPS": sps, **{f"losses/{k}": v for k, v in losses.items() if k != "loss"}}
-                for tag, value in scalars.items():
-                    self.writer.add_scalar(tag, value, self.global_step)
-                stats = {} if last else self.log_statistics()  # the last update's come after end_task, same step
-                extra = " ".join(f"{k}={v:.4g}" for k, v in stats.items() if k in ("sparsity", "frozen_groups"))
-                game_left = self.steps_per_game - self.update * self.batch_size
-                left = progress_line(sps, game_left, game_left + sum(self.game_steps[g + 1:]))
-                self.log(f"game={game} {g + 1}/{len(self.games)} update={self.update}/{self.num_updates} {left} "
-                         f"loss={losses['loss']:.4f} {extra}".rstrip())
-
+                self.log_update(g, lr, t_update, b_values, b_returns, loss, penalty, stats, clipfracs, last)  # 4. log
                 if eval_due:  # the plasticity metrics on this update's observations, then the evaluation
-                    rollout = ScaledBatches(obs_buf.reshape((-1,) + obs_shape), args.importance_batch, device,
-                                            self.suite.obs_scale)
-                    self.plasticity(rollout, grad_meter)
+                    self.plasticity(ScaledBatches(b_obs, args.importance_batch, device, self.suite.obs_scale), self.grad_meter)
                     self.evaluate_all(g, boundary=False)
-                by_steps = args.checkpoint_every and game_step // args.checkpoint_every > (game_step - self.batch_size) // args.checkpoint_every
-                by_clock = args.checkpoint_minutes and time.time() - self.last_checkpoint_time >= 60 * args.checkpoint_minutes
-                if not last and (by_steps or by_clock):
-                    self.checkpoint(boundary=False)
-                    self.log(f"checkpoint {self.last_checkpoint}")
                 if not last:
+                    self.checkpoint_if_due()
                     self.stop_if_requested()
-
-            # end of the game: importance from the trained policy's own play, then evaluation
-            t0 = time.time()
-            count = min(args.importance_obs, self.steps_per_game)
-            with task_context(method, g):
-                stored, _ = collect_observations(agent, env, next_obs, g, count, device)
-            batches = ScaledBatches(stored, args.importance_batch, device, self.suite.obs_scale)
-            plasticity = self.plasticity(batches, grad_meter)  # before end_task: AGS-CL's (I.2) re-draws nodes
-            method.end_task(g, batches)
-            del stored, batches
-            stats = {**self.log_statistics(), **plasticity}
-            self.writer.add_scalar("regularizer/dormant_fraction", plasticity["dormant_fraction"], self.global_step)
-            self.results["regularizer"].append({"game": g, "game_name": game, "global_step": self.global_step, **stats})
-            self.log(f"end of {game}: {args.method} importance from {count} observations ({time.time() - t0:.1f}s)")
+            self.end_game(g, env, rollout.next_obs)
         finally:
             env.close()
         self.evaluate_all(g, boundary=True)
@@ -740,6 +571,117 @@ class Run:
         self.write_results()
         self.log(f"checkpoint {self.last_checkpoint} (+ {os.path.join(self.ckpt_dir, f'game{g}.pt')})")
 
+    def begin_game(self, g: int, env: SplitEnv) -> tuple[Rollout, Callable[[], Policy], Update]:
+        """Game ``g``'s head, optimizer and ``method.begin_task``; its rollout, the rollout's policy
+        (packed or plain, chosen here once: a function that builds it on the current weights) and
+        the minibatch update (its implementations chosen once, :func:`agents.ppo_math.make_update`)."""
+        args, agent, method, device, game = self.args, self.agent, self.method, self.device, self.games[g]
+        if self.update == 0:
+            if len(agent.heads) != g:
+                raise RuntimeError(f"expected {g} heads before game {g}, found {len(agent.heads)}")
+            agent.add_head(env.action_count)
+            self.results["action_counts"].append(env.action_count)
+            self.results["games_info"].append({"game": game, "action_count": env.action_count, "steps": 0,
+                                               "updates": 0, "train_seconds": 0.0})
+        if self.optimizer is None or (args.optimizer_per_game and self.update == 0):
+            self.optimizer = build_optimizer(agent.trunk, agent.heads, g, args.learning_rate, args.optimizer_per_game,
+                                             fused=args.fused_adam)
+            method.attach_optimizer(self.optimizer)
+        if not args.optimizer_per_game:
+            optimizer_covers(self.optimizer, agent.heads)  # this game's head joins the sequence's Adam
+        params = list(agent.trunk.parameters()) + list(agent.heads[g].parameters())
+        method.begin_task(g)
+        self.prune_at = retrain_start(method, self.num_updates)  # PackNet: prune, then retrain the kept weights
+        self.grad_meter = GradNormMeter(agent.trunk)  # the trunk's gradient norms in updates followed by an evaluation
+        packed = args.packed_rollout and device.type == "cpu" and PackedPolicy.supports(agent)
+        self.log(f"game {g + 1}/{len(self.games)}: {game} ({env.action_count} actions), "
+                 f"updates {self.update + 1}..{self.num_updates} of {self.batch_size} steps, method {args.method}, "
+                 f"{self.fast.describe()}{', packed rollout' if packed else ''}")
+        episodes = EpisodeLog(game, self.writer, lambda text: print(text, flush=True))
+        rollout = Rollout(env, args.num_steps, self.suite.obs_shape, device, self.fast.to_device,
+                          lambda x: agent.get_value(x, g), episodes, args.bootstrap_time_limits, self.suite.next_step_autoreset)
+        if packed:  # the weights are fixed until the update, so the packed policy is built once per rollout
+            current_policy: Callable[[], Policy] = lambda: PackedPolicy(agent, g, env.used_channels)
+        else:
+            act: Policy = lambda x: agent.act_and_value(x, g)
+            current_policy = lambda: act
+        return rollout, current_policy, make_update(agent, g, method, params, args, self.fast.check_finite)
+
+    def begin_update(self, g: int) -> tuple[float, GradNormMeter | None, bool, bool]:
+        """The update's learning rate (annealed within the game) after PackNet's pruning where its
+        retraining begins; the gradient meter where plasticity metrics follow (else None); whether
+        it is the game's last update, and whether an evaluation follows it."""
+        args = self.args
+        game_step, last = self.update * self.batch_size, self.update == self.num_updates
+        eval_due = not last and args.eval_every > 0 and (
+            game_step // args.eval_every > (game_step - self.batch_size) // args.eval_every)
+        self.grad_meter.reset()
+        frac = 1.0 - (self.update - 1.0) / self.num_updates if args.anneal_lr else 1.0
+        lr = frac * args.learning_rate
+        if self.update == self.prune_at:  # PackNet: prune, then retrain the kept weights with a fresh Adam
+            self.method.prune(g)
+            self.optimizer = build_optimizer(self.agent.trunk, self.agent.heads, g, args.learning_rate,
+                                             args.optimizer_per_game, fused=args.fused_adam)
+            self.method.attach_optimizer(self.optimizer)
+            self.log(f"{args.method}: pruned for {self.games[g]}, retraining updates {self.prune_at}..{self.num_updates}")
+        set_lr(self.optimizer, lr)
+        return lr, self.grad_meter if last or eval_due else None, last, eval_due
+
+
+    def log_update(self, g: int, lr: float, t_update: float, values: torch.Tensor, returns: torch.Tensor, loss: torch.Tensor,
+                   penalty: torch.Tensor, stats: torch.Tensor, clipfracs: list[torch.Tensor], last: bool) -> None:
+        """The update's scalars (its last minibatch's losses, the mean clip fraction), the regularizer's
+        statistics, the progress line and the game's training time."""
+        args, info_g = self.args, self.results["games_info"][g]
+        y_pred, y_true = values.cpu().numpy(), returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        info_g["steps"], info_g["updates"] = self.update * self.batch_size, self.update
+        info_g["train_seconds"] += time.time() - t_update
+        info_g["train_sps"] = info_g["steps"] / max(info_g["train_seconds"], 1e-9)
+        self.session_steps += self.batch_size
+        sps = int(self.session_steps / (time.time() - self.session_start))
+        pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, _ = stats.unbind()
+        names = ("value_loss", "policy_loss", "entropy", "penalty", "old_approx_kl", "approx_kl", "clipfrac", "loss")
+        losses = dict(zip(names, torch.stack([v_loss, pg_loss, entropy_loss, penalty.to(self.device), old_approx_kl,
+                                              approx_kl, torch.stack(clipfracs).mean(), loss]).tolist()))
+        scalars = {"charts/learning_rate": lr, "charts/game": g, "losses/explained_variance": explained_var,
+                   "charts/SPS": sps, **{f"losses/{k}": v for k, v in losses.items() if k != "loss"}}
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, self.global_step)
+        regularizer = {} if last else self.log_statistics()  # the last update's come after end_task, same step
+        extra = " ".join(f"{k}={v:.4g}" for k, v in regularizer.items() if k in ("sparsity", "frozen_groups"))
+        game_left = self.steps_per_game - self.update * self.batch_size
+        left = progress_line(sps, game_left, game_left + sum(self.game_steps[g + 1:]))
+        self.log(f"game={self.games[g]} {g + 1}/{len(self.games)} update={self.update}/{self.num_updates} {left} "
+                 f"loss={losses['loss']:.4f} {extra}".rstrip())
+
+    def checkpoint_if_due(self) -> None:
+        """A periodic checkpoint within the game: every ``--checkpoint-every`` steps, or ``--checkpoint-minutes``."""
+        args, game_step = self.args, self.update * self.batch_size
+        every = args.checkpoint_every
+        by_steps = every and game_step // every > (game_step - self.batch_size) // every
+        by_clock = args.checkpoint_minutes and time.time() - self.last_checkpoint_time >= 60 * args.checkpoint_minutes
+        if by_steps or by_clock:
+            self.checkpoint(boundary=False)
+            self.log(f"checkpoint {self.last_checkpoint}")
+
+    def end_game(self, g: int, env: SplitEnv, next_obs: np.ndarray) -> None:
+        """The end of game ``g``: the method's importance from the trained policy's own play (from
+        ``next_obs`` on), the plasticity metrics before ``end_task`` (AGS-CL's (I.2) re-draws nodes)."""
+        args, method, device = self.args, self.method, self.device
+        t0 = time.time()
+        count = min(args.importance_obs, self.steps_per_game)
+        with method.use_task(g):
+            stored, _ = collect_observations(self.agent, env, next_obs, g, count, device)
+        batches = ScaledBatches(stored, args.importance_batch, device, self.suite.obs_scale)
+        plasticity = self.plasticity(batches, self.grad_meter)
+        method.end_task(g, batches)
+        del stored, batches
+        stats = {**self.log_statistics(), **plasticity}
+        self.writer.add_scalar("regularizer/dormant_fraction", plasticity["dormant_fraction"], self.global_step)
+        self.results["regularizer"].append({"game": g, "game_name": self.games[g], "global_step": self.global_step, **stats})
+        self.log(f"end of {self.games[g]}: {args.method} importance from {count} observations ({time.time() - t0:.1f}s)")
 
 def restore_finished_results(setup: Setup) -> bool:
     """A finished run's ``results.json`` rewritten from its final checkpoint when it is missing,

@@ -12,16 +12,21 @@
   state carried from game to game (the authors' code, ``--no-optimizer-per-game``);
 - :func:`ppo_loss`: the minibatch's PPO loss with its gradient in the logits and values computed in
   one pass (``--fused-loss``), the same numbers up to rounding as :func:`ppo_loss_autograd`, cleanrl's
-  expression through autograd (``--no-fused-loss``).
+  expression through autograd (``--no-fused-loss``); both take the same arguments;
+- :func:`make_update`: the update of one minibatch as one function (forward, loss, penalty,
+  backward, clip, optimizer step, the method's ``after_step``), its implementations chosen once
+  when it is made: the shape ``torch.compile`` or a CUDA graph can wrap.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from agents.lean import log_prob_entropy
 
 
 def compute_gae(
@@ -51,7 +56,7 @@ def compute_gae(
     no transition of either game. Their advantage is 0 and their return their own value (no
     learning signal); nothing flows across them, since ``dones`` already cuts the trace there."""
     # On the CPU the recursion runs on numpy views of the same float32 tensors: the same operations in
-    # the same order (bit-identical results) at a fraction of torch's per-call cost on (N,) rows.
+    # the same order (bit-identical results), with less per-call cost on (N,) rows than torch's.
     host = rewards.device.type == "cpu"
     if host:
         rewards, values, dones, next_value, next_done = (t.numpy() for t in (rewards, values, dones, next_value, next_done))
@@ -113,12 +118,13 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def ppo_loss_autograd(newlogprob: torch.Tensor, entropy: torch.Tensor, value: torch.Tensor, old_logprob: torch.Tensor,
+def ppo_loss_autograd(logits: torch.Tensor, value: torch.Tensor, action: torch.Tensor, old_logprob: torch.Tensor,
                       advantages: torch.Tensor, returns: torch.Tensor, old_values: torch.Tensor, *, clip_coef: float,
                       clip_vloss: bool, ent_coef: float, vf_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cleanrl's PPO loss of one minibatch as a plain autograd expression (``--no-fused-loss``; the
-    reference :func:`ppo_loss` is tested against): the clipped surrogate, the (clipped) value loss
-    and the entropy bonus, and the same logging stats as :func:`ppo_loss`."""
+    reference :func:`ppo_loss` is tested against), with :func:`ppo_loss`'s arguments: the clipped
+    surrogate, the (clipped) value loss and the entropy bonus, and the same logging stats."""
+    newlogprob, entropy = log_prob_entropy(logits, action)
     logratio = newlogprob - old_logprob
     ratio = logratio.exp()
     with torch.no_grad():
@@ -142,7 +148,7 @@ def ppo_loss_autograd(newlogprob: torch.Tensor, entropy: torch.Tensor, value: to
 class PPOLoss(torch.autograd.Function):
     """cleanrl's PPO loss of one minibatch, ``pg_loss - ent_coef * entropy + vf_coef * v_loss``, and its
     gradient with respect to the actor's logits and the critic's values, both computed in the forward
-    pass (about 30 tensor operations), instead of autograd's graph of about 70 small ones.
+    pass instead of by autograd's graph of many small operations (docs/scale_minatar.md).
 
     The gradient follows autograd's conventions for the reference expression
     (:func:`ppo_loss_autograd`, the loop's ``--no-fused-loss`` path): ``max`` splits a tie in half,
@@ -217,5 +223,67 @@ def ppo_loss(logits: torch.Tensor, value: torch.Tensor, action: torch.Tensor, ol
                          clip_coef, clip_vloss, ent_coef, vf_coef)
 
 
-__all__ = ("PPOLoss", "build_optimizer", "compute_gae", "normalize_advantages", "optimizer_covers", "ppo_loss",
-           "ppo_loss_autograd", "set_lr")
+#: one minibatch: ``(obs, actions, logprobs, advantages, returns, values)`` (:meth:`agents.lean.Minibatches.take`)
+Minibatch = Sequence[torch.Tensor]
+#: ``update(minibatch, channels, optimizer, lr, grads) -> (loss, penalty, stats)``: see :func:`make_update`
+Update = Callable[[Minibatch, Optional[torch.Tensor], torch.optim.Optimizer, float, Any],
+                  tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def make_update(agent: Any, game: int, method: Any, params: Sequence[torch.Tensor], args: Any,
+                check_finite: Callable[[torch.Tensor], None]) -> Update:
+    """The update of one minibatch of game ``game``, with every implementation chosen here, once:
+    the loss (``ppo_loss`` or ``ppo_loss_autograd``, ``--fused-loss``), the penalty's backward
+    (``method.add_penalty_grad()`` after ``backward()``, ``--fused-penalty`` on a method that has it,
+    or ``method.penalty()`` in the loss) and ``check_finite`` (raises on a NaN/inf loss, at once or
+    deferred: :meth:`agents.fastpath.FastPath.check_finite`).
+
+    ``update(minibatch, channels, optimizer, lr, grads)`` normalizes the minibatch's advantages
+    (``--norm-adv-scope minibatch``), runs the forward on the input ``channels`` kept
+    (:class:`agents.lean.Minibatches`), back-propagates loss and penalty, records the gradient in
+    ``grads`` (a :class:`agents.plasticity_metrics.GradNormMeter`, or None), clips to
+    ``max_grad_norm`` over ``params``, steps ``optimizer`` and calls ``method.after_step(lr)``.
+    It returns the loss and penalty (detached) and the loss's stats
+    ``(pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac)``."""
+    loss_fn = ppo_loss if args.fused_loss else ppo_loss_autograd
+    coefs = dict(clip_coef=args.clip_coef, clip_vloss=args.clip_vloss, ent_coef=args.ent_coef, vf_coef=args.vf_coef)
+    per_minibatch = args.norm_adv and args.norm_adv_scope == "minibatch"  # else once per batch, or not at all
+    max_norm, foreach = args.max_grad_norm, args.fused_adam or None
+
+    def penalty_in_loss(ppo: torch.Tensor, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        penalty = method.penalty()
+        loss = ppo + penalty
+        check_finite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        return loss.detach(), penalty.detach()
+
+    def penalty_fused(ppo: torch.Tensor, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
+        check_finite(ppo)
+        optimizer.zero_grad()
+        ppo.backward()
+        penalty = method.add_penalty_grad()  # its gradient added to .grad: no autograd graph for it
+        return ppo.detach() + penalty, penalty
+
+    backward = penalty_fused if args.fused_penalty and method.fused_penalty else penalty_in_loss
+
+    def update(minibatch: Minibatch, channels: Optional[torch.Tensor], optimizer: torch.optim.Optimizer, lr: float,
+               grads: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        obs, actions, logprobs, advantages, returns, values = minibatch
+        if per_minibatch:
+            advantages = normalize_advantages(advantages)
+        logits, value = agent.logits_and_value(obs, game, channels)
+        ppo, stats = loss_fn(logits, value, actions, logprobs, advantages, returns, values, **coefs)
+        loss, penalty = backward(ppo, optimizer)
+        if grads is not None:  # the gradient the optimizer gets, before clipping
+            grads.add()
+        nn.utils.clip_grad_norm_(params, max_norm, foreach=foreach)
+        optimizer.step()
+        method.after_step(lr)
+        return loss, penalty, stats
+
+    return update
+
+
+__all__ = ("Minibatch", "PPOLoss", "Update", "build_optimizer", "compute_gae", "make_update", "normalize_advantages",
+           "optimizer_covers", "ppo_loss", "ppo_loss_autograd", "set_lr")

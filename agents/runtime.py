@@ -23,6 +23,10 @@ class UserError(Exception):
     """Bad input: reported as one line and exit code 2, before any environment is built."""
 
 
+class NonFiniteLoss(Exception):
+    """The loss became NaN/inf: the run stops, its last checkpoint is left untouched."""
+
+
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
              "numpy_pos": int(np.random.get_state()[2]), "python": list(random.getstate()[1])}

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from agscl._weightwise import eval_mode
+from agscl.base import eval_mode
 from common.runio import write_atomic
 
 #: One colour per MinAtar channel (RGB), distinct on a black background.
@@ -62,7 +62,7 @@ def encode_gif(frames: np.ndarray, fps: int) -> bytes:
     """Frames ``(T, H, W, 3)`` uint8 as an animated GIF that loops (imageio, Pillow plugin)."""
     import imageio.v3 as iio
 
-    # Pillow's fast octree quantizer (2): exact for MinAtar's few colours, about 2x faster than the default
+    # Pillow's fast octree quantizer (2): exact for MinAtar's few colours, faster than the default (docs/scale.md)
     return iio.imwrite("<bytes>", frames, extension=".gif", duration=1000.0 / fps, loop=0, quantizer=2)
 
 

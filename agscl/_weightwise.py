@@ -20,14 +20,13 @@ per-sample gradients holds at most :data:`PER_SAMPLE_FLOATS` floats.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from agscl.base import ContinualMethod, HeadSpec, check_range, full_precision, iter_batches, module_device
+from agscl.base import ContinualMethod, HeadSpec, check_range, eval_mode, full_precision, iter_batches, module_device
 
 #: Upper bound on the floats of one chunk of per-sample gradients (2**26 floats = 256 MiB fp32).
 PER_SAMPLE_FLOATS = 2**26
@@ -57,20 +56,6 @@ def check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name}={value!r} is out of range: allowed {name} an integer >= {low}")
     return int(value)
-
-
-@contextmanager
-def eval_mode(*modules: nn.Module) -> Iterator[None]:
-    """Put ``modules`` in eval mode (dropout off, BatchNorm running stats), then restore each
-    submodule's own train/eval flag, so a partially frozen model comes back exactly as it was."""
-    flags = [(m, m.training) for module in modules for m in module.modules()]
-    try:
-        for module in modules:
-            module.eval()
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def accumulator_dtype(p: torch.Tensor) -> torch.dtype:
@@ -131,11 +116,11 @@ class WeightwiseMethod(ContinualMethod):
     """Base of the anchored-quadratic baselines: penalty, bookkeeping and (de)serialization.
 
     Subclasses fill ``self.terms`` (key -> (importance, anchor)) in ``end_task`` and may keep
-    extra per-parameter state, declared in ``_state_lists`` (attribute names of
-    ``list[Tensor] | None``) so it is saved and restored with the terms.
+    extra per-parameter state: attributes of ``list[Tensor] | None`` named in ``state_keys``
+    after ``"terms"``, saved and restored with the terms.
     """
 
-    _state_lists: tuple[str, ...] = ()
+    state_keys: ClassVar[tuple[str, ...]] = ("terms",)
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], *, lam: float) -> None:
         super().__init__(trunk, heads)
@@ -178,9 +163,8 @@ class WeightwiseMethod(ContinualMethod):
     @torch.no_grad()
     def add_penalty_grad(self) -> torch.Tensor:
         """``p.grad += lam * sum_k Omega_k (p - anchor_k)``, the gradient of :meth:`penalty`,
-        with a few multi-tensor (``torch._foreach``) kernels instead of an autograd graph:
-        measured 6 ms per minibatch on the Nature CNN through autograd (bench/agent_throughput.py
-        --mode parts). Returns the penalty's value (detached)."""
+        with a few multi-tensor (``torch._foreach``) kernels instead of an autograd graph (what it
+        saves: docs/scale.md). Returns the penalty's value (detached)."""
         total = torch.zeros((), device=module_device(self.trunk))
         if not self.terms or self.lam == 0.0:
             return total
@@ -234,7 +218,7 @@ class WeightwiseMethod(ContinualMethod):
             {"key": key, "importance": self._pack(importance), "anchor": self._pack(anchor)}
             for key, (importance, anchor) in self.terms.items()
         ]
-        for attr in self._state_lists:
+        for attr in self.state_keys[1:]:
             state[attr] = self._pack(getattr(self, attr))
         return state
 
@@ -246,5 +230,5 @@ class WeightwiseMethod(ContinualMethod):
             assert importance is not None and anchor is not None
             terms[int(record["key"])] = (importance, anchor)
         self.terms = terms
-        for attr in self._state_lists:
+        for attr in self.state_keys[1:]:
             setattr(self, attr, self._unpack(state.get(attr)))

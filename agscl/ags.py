@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from agscl._weightwise import eval_mode
-from agscl.base import ContinualMethod, HeadSpec, Hparam, check_range, full_precision, iter_batches, module_device, task_heads
+from agscl.base import (ContinualMethod, HeadSpec, Hparam, check_range, eval_mode, full_precision, iter_batches, module_device,
+                        task_heads)
 from agscl.groups import NodeLayer, discover_layers, group_count, head_input_layer, spread_over_inputs
 from agscl.prox import shrink_factor
 
@@ -68,6 +68,8 @@ class AGSCL(ContinualMethod):
     """
 
     name = "agscl"
+    state_keys = ("hparams", "omega", "anchor_w", "anchor_b", "released", "fixed_zero", "head_fixed_zero", "generator",
+                  "history", "held_zero")
     hparams = (
         Hparam("lam", 400.0, "drift-penalty strength on important nodes; in RL, Omega is the plain mean activation, "
                "about 1/21 of the authors' RL Omega, so their lambda 100 / 1000 is 2100 / 21000 here",

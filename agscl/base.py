@@ -25,19 +25,29 @@ A learner may instead ask a method with ``fused_penalty = True`` to add the pena
 to ``p.grad`` right after ``loss.backward()`` (:meth:`ContinualMethod.add_penalty_grad`): the
 same update without an autograd graph for the penalty (the RL agent does, ``--fused-penalty``).
 
-Architectural methods may add optional hooks that learners look up by name: ``parameters()``
-(extra trainable parameters for the optimizer), ``set_epoch_length(batches)``,
-``use_task(task)`` (a context manager for evaluation and importance collection of a task;
-HAT in ``supervised/hat.py`` and PackNet have it) and ``prune(task)`` with a
-``retrain_fraction`` (PackNet: called once when the task's retraining phase begins, the last
-``retrain_fraction`` of its updates or epochs, see :func:`retrain_start`; the learner then
-resets its optimizer).
+Architectural methods override optional hooks that every learner calls (their defaults do
+nothing): ``parameters()`` (extra trainable parameters for the optimizer),
+``set_epoch_length(batches)``, ``use_task(task)`` (the context in which a task is evaluated and
+its importance collected; HAT in ``supervised/hat.py`` and PackNet select the task's gates or
+weights) and ``prune(task)`` with a ``retrain_fraction`` (PackNet: called once when the task's
+retraining phase begins, the last ``retrain_fraction`` of its updates or epochs, see
+:func:`retrain_start`; the learner then resets its optimizer).
 
 Every learner calls :meth:`ContinualMethod.attach_optimizer` with each optimizer it builds (a
 task's first, a fresh one after PackNet's pruning or a plateau, one restored from a checkpoint),
 before the first ``step()`` of that optimizer. Most methods ignore it; ReDo
 (:mod:`agscl.redo`) needs it to zero the Adam moments of the units it re-initializes. Between
 two calls the method may read and edit that optimizer's ``state`` in its hooks.
+
+**State.** What a method learns or counts (PackNet's owner map and trained masks, AGS-CL's
+Omega and anchors, EWC's importances, a plasticity method's generator) is its *state*, and
+:attr:`ContinualMethod.state_keys` is the one place a method declares it: the entries its
+``state_dict`` adds to the base's (``name``, ``task``, ``tasks_learned``), which its
+``load_state_dict`` restores. A resumed run is the same run only if every such entry is there;
+``tests/test_state_contract.py`` checks, for every registered method, that ``state_dict`` writes
+exactly these keys and that a method restored from them continues bit for bit as the original.
+Everything else a method holds is derived from the state and the network (rebuilt in
+``load_state_dict`` or ``begin_task``).
 
 A stability method (AGS-CL, PackNet) may be composed with a plasticity method (ReDo,
 shrink-and-perturb, L2 Init) under one name, ``"agscl+redo"``: see :mod:`agscl.compose` for the
@@ -47,6 +57,7 @@ hook order and for the rule that a plasticity method never changes what the stab
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, ContextManager, Iterable, Iterator, Sequence
 
@@ -84,6 +95,20 @@ def module_device(module: nn.Module) -> torch.device:
     for p in module.parameters():
         return p.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put ``modules`` in eval mode (dropout off, BatchNorm running stats), then restore each
+    submodule's own train/eval flag, so a partially frozen model comes back exactly as it was."""
+    flags = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        for module in modules:
+            module.eval()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
 
 
 def full_precision(module: nn.Module) -> ContextManager[Any]:
@@ -166,13 +191,13 @@ class Hparam:
         check_range(label, float(value), self.low, self.high, low_open=self.low_open, high_open=self.high_open)
 
 
-def retrain_start(method: Any, total: int) -> int | None:
-    """The 1-based update (or epoch) of ``total`` at which the retraining phase begins for a
-    method with a ``prune`` hook and a ``retrain_fraction``: the last ``round(fraction * total)``
-    of them retrain (at least one when the fraction is > 0). None: the method never prunes (or
-    its fraction is 0, and its ``end_task`` prunes without retraining)."""
-    fraction = float(getattr(method, "retrain_fraction", 0.0) or 0.0)
-    if not callable(getattr(method, "prune", None)) or fraction <= 0:
+def retrain_start(method: "ContinualMethod", total: int) -> int | None:
+    """The 1-based update (or epoch) of ``total`` at which ``method``'s retraining phase begins:
+    the last ``round(retrain_fraction * total)`` of them retrain (at least one when the fraction
+    is > 0). None: the method never retrains (fraction 0: the default, or a PackNet whose
+    ``end_task`` prunes without retraining)."""
+    fraction = float(method.retrain_fraction or 0.0)
+    if fraction <= 0:
         return None
     retrain = min(total, max(1, round(fraction * total)))
     return total - retrain + 1
@@ -191,6 +216,12 @@ class ContinualMethod:
     """The user-facing hyperparameters (constructor keywords); see :class:`Hparam`."""
     learners: ClassVar[tuple[str, ...]] = ("rl", "supervised")
     """Which learners can drive the method: ``rl`` (agents/ppo_continual.py), ``supervised``."""
+    state_keys: ClassVar[tuple[str, ...]] = ()
+    """The entries :meth:`state_dict` adds to the base's ``name``, ``task`` and ``tasks_learned``:
+    the method's whole state (see the module docstring). A method that keeps anything a resumed
+    run needs lists it here and writes and reads it in ``state_dict`` / ``load_state_dict``."""
+    retrain_fraction: float = 0.0
+    """The last fraction of each task's updates (epochs) spent retraining after :meth:`prune`; 0: none."""
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec]) -> None:
         self.trunk = trunk
@@ -231,6 +262,23 @@ class ContinualMethod:
     def end_epoch(self, lr: float) -> None:
         """Called after each epoch (a PPO epoch in RL) with the current lr."""
 
+    def set_epoch_length(self, batches: int) -> None:
+        """Called before each task with its optimizer steps per epoch (HAT anneals its gates over them)."""
+
+    def prune(self, task: int) -> None:
+        """Called once when ``task``'s retraining phase begins (:func:`retrain_start`); the learner
+        then builds a fresh optimizer. Nothing to do by default (no retraining phase)."""
+
+    def use_task(self, task: int) -> ContextManager[Any]:
+        """The context in which the network computes ``task``'s function (evaluation, importance
+        collection): a task's gates or weights for HAT and PackNet, nothing by default."""
+        return contextlib.nullcontext()
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """Trainable parameters of the method itself, for the learner's optimizer (HAT's task
+        embeddings); none by default."""
+        return iter(())
+
     def end_task(self, task: int, inputs: Iterable[Any]) -> None:
         """Called once ``task`` is learned, with an iterable of that task's input batches."""
         self.tasks_learned = max(self.tasks_learned, task + 1)
@@ -247,6 +295,7 @@ class ContinualMethod:
         return {"stored_floats": float(self.stored_floats())}
 
     def state_dict(self) -> dict[str, Any]:
+        """The base entries; a subclass adds exactly its :attr:`state_keys`."""
         return {"name": self.name, "task": self.task, "tasks_learned": self.tasks_learned}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

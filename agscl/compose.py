@@ -39,14 +39,16 @@ gradient to fight, would only slowly empty.
 
 ``state_dict`` nests both parts' states; ``statistics()`` prefixes each part's keys with its
 name (``agscl/sparsity``, ``redo/recycled_units``) and adds the total ``stored_floats``. The
-optional hooks (``prune``/``retrain_fraction``, ``use_task``, ``set_epoch_length``,
-``parameters``) exist on a composite exactly when a part has them, and are forwarded to it.
+optional hooks go to both parts (``use_task`` nests the stability part's context outside the
+plasticity part's, ``parameters`` chains them), except the retraining phase (``prune``,
+``retrain_fraction``), which is the stability part's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -61,6 +63,7 @@ class Composite(ContinualMethod):
 
     stability_name: ClassVar[str]
     plasticity_name: ClassVar[str]
+    state_keys = ("stability", "plasticity")
     #: the parts' classes and builders (the registry's ``make_method`` for each part's name), set
     #: by :func:`composite_class`; this module does not import the registry, which imports it
     part_classes: ClassVar[tuple[type[ContinualMethod], type[ContinualMethod]]]
@@ -140,6 +143,27 @@ class Composite(ContinualMethod):
     def protected(self) -> dict[torch.Tensor, torch.Tensor]:
         return self.stability.protected()
 
+    # -- optional hooks --------------------------------------------------------------------
+    @property
+    def retrain_fraction(self) -> float:  # type: ignore[override]
+        return self.stability.retrain_fraction
+
+    def prune(self, task: int) -> None:
+        self.stability.prune(task)
+
+    @contextlib.contextmanager
+    def use_task(self, task: int) -> Iterator[None]:  # type: ignore[override]
+        with self.stability.use_task(task), self.plasticity.use_task(task):
+            yield
+
+    def set_epoch_length(self, batches: int) -> None:
+        for part in self.parts:
+            part.set_epoch_length(batches)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        for part in self.parts:
+            yield from part.parameters()
+
     # -- bookkeeping ----------------------------------------------------------------------
     def stored_floats(self) -> int:
         return self.stability.stored_floats() + self.plasticity.stored_floats()
@@ -161,31 +185,12 @@ class Composite(ContinualMethod):
         self.plasticity.load_state_dict(state["plasticity"])
 
 
-# Optional hooks forwarded to the part that has them (learners look them up with getattr).
-def _prune(self: Composite, task: int) -> None:
-    self.stability.prune(task)  # type: ignore[attr-defined]
-
-
-def _use_task(self: Composite, task: int) -> Any:
-    return self.stability.use_task(task)  # type: ignore[attr-defined]
-
-
-def _set_epoch_length(self: Composite, batches: int) -> None:
-    for part in self.parts:
-        if callable(getattr(part, "set_epoch_length", None)):
-            part.set_epoch_length(batches)  # type: ignore[attr-defined]
-
-
-def _parameters(self: Composite) -> list[nn.Parameter]:
-    return [p for part in self.parts if callable(getattr(part, "parameters", None)) for p in part.parameters()]  # type: ignore[attr-defined]
-
-
 def composite_class(name: str, stability: type[ContinualMethod], plasticity: type[ContinualMethod],
                     stability_hparams: tuple[Hparam, ...], plasticity_hparams: tuple[Hparam, ...],
                     builders: tuple[Callable[..., ContinualMethod], Callable[..., ContinualMethod]]) -> type[Composite]:
     """The :class:`Composite` subclass for ``name`` (``"agscl+redo"``): both parts' hyperparameters
-    (no name may be declared by both), the learners both parts support, the optional hooks
-    either has; ``builders`` build each part from ``(trunk, heads, **kwargs)``."""
+    (no name may be declared by both) and the learners both parts support; ``builders`` build
+    each part from ``(trunk, heads, **kwargs)``."""
     stability_name, plasticity_name = name.split("+")
     clash = {h.name for h in stability_hparams} & {h.name for h in plasticity_hparams}
     if clash:
@@ -200,15 +205,6 @@ def composite_class(name: str, stability: type[ContinualMethod], plasticity: typ
         "learners": tuple(l for l in stability.learners if l in plasticity.learners),
         "__doc__": f"{stability_name} (stability) composed with {plasticity_name} (plasticity); see agscl.compose.",
     }
-    if callable(getattr(stability, "prune", None)):
-        namespace["prune"] = _prune
-        namespace["retrain_fraction"] = property(lambda self: self.stability.retrain_fraction)
-    if callable(getattr(stability, "use_task", None)):
-        namespace["use_task"] = _use_task
-    if any(callable(getattr(c, "set_epoch_length", None)) for c in (stability, plasticity)):
-        namespace["set_epoch_length"] = _set_epoch_length
-    if any(callable(getattr(c, "parameters", None)) for c in (stability, plasticity)):
-        namespace["parameters"] = _parameters
     cls = type(f"Composite[{name}]", (Composite,), namespace)
     cls.__module__ = __name__
     return cls

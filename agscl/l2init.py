@@ -29,6 +29,7 @@ class L2Init(PlasticityMethod):
     """``l2init_lambda/2 * ||theta - theta_0||^2`` over the trunk; see the module docstring."""
 
     name = "l2init"
+    state_keys = ("generator", "hparams", "theta0")
     hparams = (
         # 0.01: Plasticine's regenerative-regularization weight (rr_weight = 0.01, RLE-Foundation/Plasticine,
         # plasticine/standard/ppo_procgen_rr.py, the PPO setting closest to ours); Kumar et al. tune lambda per problem

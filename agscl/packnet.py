@@ -62,6 +62,7 @@ class PackNet(ContinualMethod):
     """
 
     name = "packnet"
+    state_keys = ("hparams", "names", "owner", "pruned_task", "trained")
     hparams = (
         Hparam("keep", 0.0, "fraction of the free trunk weights a task keeps at pruning (0: 1/(tasks left + 1))",
                low=0.0, high=1.0),

@@ -41,6 +41,7 @@ class PlasticityMethod(ContinualMethod):
     """
 
     role: ClassVar[str] = "plasticity"
+    state_keys: ClassVar[tuple[str, ...]] = ("generator",)
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], *, seed: int | None = None,
                  init_fn: Callable[[nn.Module], Any] | None = None) -> None:

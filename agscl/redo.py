@@ -64,6 +64,7 @@ class ReDo(PlasticityMethod):
     """ReDo on a trunk of Conv2d/Linear+ReLU layers; see the module docstring."""
 
     name = "redo"
+    state_keys = ("generator", "hparams", "steps", "checks", "recycled", "last_dormant")
     hparams = (
         # 0.025: the tau-dormant threshold of the issue and of Plasticine's PPO scripts
         # (RLE-Foundation/Plasticine, plasticine/continual/ppo_procgen_redo.py: redo_tau = 0.025)

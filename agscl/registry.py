@@ -1,6 +1,8 @@
 """Build a method by name: the one entry point learners use (``make_method("agscl", ...)``).
 
-Adding a method is its own file plus one line in :data:`REGISTRY`. The class declares its
+Adding a method is its own file plus one line in :data:`REGISTRY` (or, from outside this
+library, one :func:`register` call when its module is imported: ``supervised/hat.py`` registers
+``hat``, so a learner sees it once ``supervised`` is imported). The class declares its
 ``name``, its user-facing hyperparameters (:class:`agscl.base.Hparam`: default, allowed range,
 one-line help) and which learners can drive it (``learners``); both learners build their
 ``--method`` choices and method flags from here (``agents/methods_cli.py``, ``supervised/train.py``).
@@ -31,13 +33,27 @@ REGISTRY: dict[str, tuple[str | type[ContinualMethod], dict[str, Any]]] = {
     "rwalk": ("agscl.si:RWALK", {}),
     "agscl": ("agscl.ags:AGSCL", {}),
     "packnet": ("agscl.packnet:PackNet", {}),
-    "hat": ("supervised.hat:HAT", {}),
     "redo": ("agscl.redo:ReDo", {}),
     "shrink_perturb": ("agscl.shrink_perturb:ShrinkPerturb", {}),
     "l2init": ("agscl.l2init:L2Init", {}),
 }
 
-__all__ = ["CONTEXT_KEYS", "REGISTRY", "make_method", "method_class", "method_hparams", "method_names"]
+#: the names :func:`register` added from outside this library (``hat``, by ``supervised``)
+REGISTERED: set[str] = set()
+
+__all__ = ["CONTEXT_KEYS", "REGISTRY", "make_method", "method_class", "method_hparams", "method_names", "register"]
+
+
+def register(name: str, target: str | type[ContinualMethod], fixed: dict[str, Any] | None = None) -> None:
+    """Add method ``name`` (a class, or ``"module:Class"`` loaded lazily) with fixed constructor
+    keywords ``fixed``; registering the same entry again is a no-op, another one under a taken
+    name a ``ValueError``."""
+    entry = (target, dict(fixed or {}))
+    if "+" in name:
+        raise ValueError(f"method name {name!r}: '+' joins a composition and cannot be part of a name")
+    if REGISTRY.setdefault(name, entry) != entry:
+        raise ValueError(f"method {name!r} is already registered as {REGISTRY[name][0]!r}")
+    REGISTERED.add(name)
 
 
 def method_names(learner: str | None = None, *, composites: bool = False) -> tuple[str, ...]:
@@ -137,6 +153,6 @@ def make_method(name: str, trunk: nn.Module, heads: Sequence[HeadSpec], **hparam
 
 
 def __getattr__(attr: str) -> Any:
-    if attr == "METHODS":  # the registered names, read at call time (a test may register more)
-        return tuple(n for n in REGISTRY if n != "hat")
+    if attr == "METHODS":  # the library's names, read at call time (a test may add more to REGISTRY)
+        return tuple(n for n in REGISTRY if n not in REGISTERED)
     raise AttributeError(attr)

@@ -38,6 +38,7 @@ class ShrinkPerturb(PlasticityMethod):
     """Shrink-and-perturb of the trunk at each task's start; see the module docstring."""
 
     name = "shrink_perturb"
+    state_keys = ("generator", "hparams", "applied_task", "applications")
     hparams = (
         # 0.8 / 0.2: the form of Plasticine's implementation (perturb = 1 - shrink, so the weight scale stays the
         # initializer's); the value is ours for a once-per-task step: Ash & Adams tune (lambda, sigma) per setting and

@@ -115,7 +115,7 @@ class SI(_PathIntegral):
         Hparam("lam", 1.0, "penalty strength", low=0.0, high=math.inf, high_open=True, rl_flag="si_lambda"),
         Hparam("xi", 0.1, "damping of the path-integral importance", low=0.0, high=math.inf, low_open=True, high_open=True),
     )
-    _state_lists = ("_w", "_start", "_prev")
+    state_keys = ("terms", "_w", "_start", "_prev")
 
     def __init__(self, trunk: nn.Module, heads: Sequence[HeadSpec], *, lam: float, xi: float = 0.1) -> None:
         super().__init__(trunk, heads, lam=lam)
@@ -156,7 +156,7 @@ class RWALK(_PathIntegral):
         Hparam("lam", 1.0, "penalty strength", low=0.0, high=math.inf, high_open=True, rl_flag="rwalk_lambda"),
         Hparam("alpha", 0.9, "weight of the newest squared gradient in the running Fisher", low=0.0, high=1.0, low_open=True),
     )
-    _state_lists = ("_fisher", "_score", "_avg_score", "_prev")
+    state_keys = ("terms", "_fisher", "_score", "_avg_score", "_prev")
 
     def __init__(
         self, trunk: nn.Module, heads: Sequence[HeadSpec], *, lam: float, alpha: float = 0.9, eps: float = 1e-8

@@ -591,12 +591,9 @@ def _third_round(repeats: int) -> dict[str, list[float]]:
         def run() -> None:
             mb_obs, mb_actions, old_logprob, adv, returns, values = take(perm[:256])
             adv = normalize_advantages(adv)
-            if fused_loss:
-                logits, value = agent.logits_and_value(mb_obs, 0, channels)
-                loss, _ = ppo_loss(logits, value, mb_actions, old_logprob, adv, returns, values, **coefs)
-            else:
-                _, newlogprob, entropy, value = agent.get_action_and_value(mb_obs, 0, mb_actions, channels)
-                loss, _ = ppo_loss_autograd(newlogprob, entropy, value, old_logprob, adv, returns, values, **coefs)
+            logits, value = agent.logits_and_value(mb_obs, 0, channels)
+            loss_fn = ppo_loss if fused_loss else ppo_loss_autograd
+            loss, _ = loss_fn(logits, value, mb_actions, old_logprob, adv, returns, values, **coefs)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 0.5, foreach=True)

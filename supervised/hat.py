@@ -32,6 +32,7 @@ from torch import nn
 
 from agscl.base import ContinualMethod, HeadSpec, Hparam, check_range, module_device
 from agscl.groups import NodeLayer, discover_layers, spread_over_inputs
+from agscl.registry import register
 
 THRES_COSH = 50.0
 THRES_EMB = 6.0
@@ -47,6 +48,7 @@ class HAT(ContinualMethod):
     """
 
     name = "hat"
+    state_keys = ("hparams", "embeddings", "mask_pre")
     learners = ("supervised",)  # the agent has no per-epoch gate annealing
     hparams = (
         Hparam("c", 0.75, "capacity regularization strength", low=0.0),
@@ -251,3 +253,6 @@ class HAT(ContinualMethod):
                 table.weight.copy_(weight.to(device))
         self.mask_pre = None if state["mask_pre"] is None else [m.to(device) for m in state["mask_pre"]]
         self._update_grad_masks()
+
+
+register("hat", HAT)  # the agscl registry is the library's; this learner adds its baseline on import

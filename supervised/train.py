@@ -21,7 +21,6 @@ before any file is written.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -409,12 +408,6 @@ def versions() -> dict[str, Any]:
     return runio_versions()
 
 
-def task_context(method: ContinualMethod, task: int) -> contextlib.AbstractContextManager[Any]:
-    """Methods with task-conditioned trunks (HAT) select the task's gates; others need nothing."""
-    use_task = getattr(method, "use_task", None)
-    return use_task(task) if callable(use_task) else contextlib.nullcontext()
-
-
 def seed_everything(seed: int, device: torch.device) -> None:
     """Seed torch and numpy; on GPU also make cuDNN deterministic, as the released code did
     (``cudnn.deterministic = True``, ``cudnn.benchmark = False``)."""
@@ -440,7 +433,7 @@ def evaluate(trunk: nn.Module, heads: nn.ModuleList, method: ContinualMethod, ta
     trunk.eval()
     heads.eval()
     total_loss, hits, count = 0.0, 0, 0
-    with task_context(method, task):
+    with method.use_task(task):  # HAT: the task's gates
         for x, y in task_data.batches(split, batch_size, device=device):
             logits = heads[task](trunk(x))
             total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -675,7 +668,7 @@ def train(config: Config) -> dict[str, Any]:
         from agscl.groups import discover_layers
 
         layers = discover_layers(trunk)
-    extra_params = list(method.parameters()) if callable(getattr(method, "parameters", None)) else []
+    extra_params = list(method.parameters())  # HAT's task embeddings
 
     header = {
         "format": RESULTS_FORMAT,
@@ -744,8 +737,7 @@ def train(config: Config) -> dict[str, Any]:
             task_data = bench.tasks[t]
             task_start = time.perf_counter()
             n_batches = math.ceil(task_data.size("train") / batch_size)
-            if callable(getattr(method, "set_epoch_length", None)):
-                method.set_epoch_length(n_batches)
+            method.set_epoch_length(n_batches)
             method.begin_task(t)
             before = _group_tensors(layers) if layers else None
             before = [b.clone() for b in before] if before else None
@@ -757,7 +749,7 @@ def train(config: Config) -> dict[str, Any]:
             epoch_bar = _progress(range(epochs), config.progress, desc=f"task {t} ({task_data.name})", leave=False)
             for epoch in epoch_bar:
                 if epoch + 1 == prune_at:  # a fresh optimizer; the best epoch is sought among the retraining ones
-                    method.prune(t)  # type: ignore[attr-defined]
+                    method.prune(t)
                     optimizer = fresh_optimizer(lr)
                     best_loss, best_state, patience = math.inf, None, int(schedule["lr_patience"])
                 trunk.train()

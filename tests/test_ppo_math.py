@@ -18,9 +18,8 @@ from agents.ppo_math import ppo_loss, ppo_loss_autograd
 
 
 def reference(logits, value, action, old_logprob, adv, returns, old_values, **coefs):
-    """cleanrl's loss through autograd, as the loop runs it under --no-fused-loss."""
-    newlogprob, entropy = log_prob_entropy(logits, action)
-    return ppo_loss_autograd(newlogprob, entropy, value, old_logprob, adv, returns, old_values, **coefs)
+    """cleanrl's loss through autograd, as the loop runs it under --no-fused-loss (the same arguments as ppo_loss)."""
+    return ppo_loss_autograd(logits, value, action, old_logprob, adv, returns, old_values, **coefs)
 
 
 def batch(seed: int, n: int = 256, actions: int = 5, dtype=torch.float32):
