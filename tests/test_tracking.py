@@ -31,8 +31,10 @@ def test_track_offline_keeps_the_config_and_the_tensorboard_scalars(tmp_path, mo
     data = open(log, "rb").read()  # W&B's record log: protobuf records, strings stored as they are
     assert b"test-agscl" in data  # the project
     assert b'"finetune"' in data and b"wandb_project_name" in data and b"learning_rate" in data  # the Args as config
-    for tag in (b"charts/learning_rate", b"eval/Breakout/return", b"eval/Breakout/random_return"):
-        assert tag in data, tag  # mirrored from the run's TensorBoard events
+    # mirrored from the run's TensorBoard events: tags written well before the end (W&B tails event
+    # files on a timer, so the very last events may reach it only when it is synced)
+    for tag in (b"charts/learning_rate", b"eval/Breakout/random_return", b"losses/value_loss"):
+        assert tag in data, tag
 
 
 def test_track_without_wandb_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
