@@ -367,11 +367,7 @@ class AGSCL(ContinualMethod):
             masks[module.weight] = nodes.view((-1,) + (1,) * (module.weight.ndim - 1)).expand_as(module.weight)
             if module.bias is not None:
                 masks[module.bias] = nodes
-        for task in range(min(len(self.heads), self.tasks_learned)):
-            if task != self.task:
-                for head in task_heads(self.heads, task):
-                    for p in head.parameters():
-                        masks[p] = torch.ones_like(p, dtype=torch.bool)
+        masks.update(self.learned_heads_mask())
         return masks
 
     # -- statistics ------------------------------------------------------------------------

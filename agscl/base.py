@@ -308,6 +308,18 @@ class ContinualMethod:
     def trunk_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.trunk.named_parameters() if p.requires_grad]
 
+    def learned_heads_mask(self) -> dict[torch.Tensor, torch.Tensor]:
+        """All-True masks over the heads of the tasks learned so far, the current one excepted:
+        what a stability method's ``protected()`` always includes (those heads read frozen
+        capacity; only the current task's head is free to change)."""
+        masks: dict[torch.Tensor, torch.Tensor] = {}
+        for task in range(min(len(self.heads), self.tasks_learned)):
+            if task != self.task:
+                for head in task_heads(self.heads, task):
+                    for p in head.parameters():
+                        masks[p] = torch.ones_like(p, dtype=torch.bool)
+        return masks
+
     def output_head(self, task: int) -> nn.Module:
         return task_heads(self.heads, task)[0]
 

@@ -44,7 +44,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from agscl.base import ContinualMethod, HeadSpec, Hparam, module_device, task_heads
+from agscl.base import ContinualMethod, HeadSpec, Hparam, module_device
 
 FREE = 0
 MAX_TASKS = 254
@@ -232,11 +232,7 @@ class PackNet(ContinualMethod):
         for name in self.shared_names:
             p = params[name]
             masks[p] = torch.full_like(p, self.tasks_learned >= 1, dtype=torch.bool)
-        for task in range(min(len(self.heads), self.tasks_learned)):
-            if task != self.task:
-                for head in task_heads(self.heads, task):
-                    for p in head.parameters():
-                        masks[p] = torch.ones_like(p, dtype=torch.bool)
+        masks.update(self.learned_heads_mask())
         return masks
 
     # -- bookkeeping -----------------------------------------------------------------------
