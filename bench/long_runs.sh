@@ -5,13 +5,17 @@
 #                                      # then the 3-game packnet sweep
 #     bash bench/long_runs.sh wide     # five games at twice the width (issue 26)
 #     bash bench/long_runs.sh plasticity  # five games: the plasticity rows (issue 27), beside width1's finetune
+#     bash bench/long_runs.sh keep     # copy every finished run's results.json into docs/results/<stem>_runs/
 #
 # Each queue is a list of bench/continual_minatar.py commands run one after the other on one
 # core (--engine sequential, --torch-threads 1). Started again, every command skips its finished
 # runs and resumes its interrupted ones from their checkpoints (the sweep's own resume), so the
 # same line resumes a queue after any stop. The code is the snapshot SNAPSHOT (a git worktree in
 # $SNAPSHOT_DIR, created here if missing): later commits on main do not change runs in flight.
-# Runs and logs go to $RUNS (default /work/bench_runs); results are copied into docs/ by hand.
+# Runs and logs go to $RUNS (default /work/bench_runs). Each finished run's results.json is
+# committed under docs/results/<stem>_runs/<trial>/ (by hand, as runs finish); on a machine
+# without the runs directory, those files are put back first (a trial whose results.json says
+# finished is skipped by the sweep and read by the aggregate), so only unfinished runs train again.
 set -euo pipefail
 queue=${1:?usage: bash bench/long_runs.sh width1|wide|plasticity}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,13 +34,34 @@ fi
 cd "$SNAPSHOT_DIR"
 export PYTHONPATH="$SNAPSHOT_DIR"  # the snapshot's packages, not the editable install of main
 bench() { nice -n 10 .venv/bin/python bench/continual_minatar.py --engine sequential --out-dir "$RUNS/out" "$@"; }
+restore() {  # restore STEM RUNS_DIR: the committed finished runs of docs/results/STEM_runs, where missing
+    local run
+    for run in "$ROOT/docs/results/$1_runs"/*/; do
+        [ -f "$run/results.json" ] && [ ! -e "$2/$(basename "$run")" ] || continue
+        mkdir -p "$2/$(basename "$run")" && cp "$run/results.json" "$2/$(basename "$run")/"
+    done
+}
 case "$queue" in
+    keep)
+        for pair in continual_minatar5_current continual_minatar_packnet continual_minatar5_wide; do
+            for run in "$RUNS/$pair"/*/; do
+                [ -f "$run/results.json" ] || continue
+                grep -q '"status": "finished"' "$run/results.json" || continue
+                mkdir -p "$ROOT/docs/results/${pair}_runs/$(basename "$run")"
+                cp "$run/results.json" "$ROOT/docs/results/${pair}_runs/$(basename "$run")/"
+            done
+        done
+        exit 0
+        ;;
     width1)
+        restore continual_minatar5_current "$RUNS/continual_minatar5_current"
+        restore continual_minatar_packnet "$RUNS/continual_minatar_packnet"
         bench --sequence all --methods finetune packnet --runs-dir "$RUNS/continual_minatar5_current" \
             --name continual_minatar5_current
         bench --methods finetune packnet --runs-dir "$RUNS/continual_minatar_packnet" --name continual_minatar_packnet
         ;;
     wide)  # seed 1 of every method first, so that a partial grid already compares the methods
+        restore continual_minatar5_wide "$RUNS/continual_minatar5_wide"
         for seeds in "1" "1 2" "1 2 3"; do
             # shellcheck disable=SC2086
             bench --sequence all --trunk wide --seeds $seeds --runs-dir "$RUNS/continual_minatar5_wide" \
@@ -44,6 +69,7 @@ case "$queue" in
         done
         ;;
     plasticity)  # the same runs directory as width1: its finetune runs are skipped, the reference of every row
+        restore continual_minatar5_current "$RUNS/continual_minatar5_current"
         bench --sequence all --methods finetune redo shrink_perturb l2init agscl_mu4_redo shrink_perturb_ln             --runs-dir "$RUNS/continual_minatar5_current" --name continual_minatar5_plasticity
         ;;
     *) echo "long_runs.sh: unknown queue $queue: choose width1, wide or plasticity" >&2; exit 2 ;;
