@@ -187,10 +187,16 @@ def layer_keys(regularizers: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
 
 
 def _regularizer_value(entries: Sequence[dict[str, Any]], game: int, key: str) -> float:
-    """``results["regularizer"]``'s ``key`` at the end of game ``game``; NaN when not recorded."""
+    """``results["regularizer"]``'s ``key`` at the end of game ``game`` (a composition's statistic
+    is prefixed by its part, ``agscl/sparsity``: the one part that has it counts); NaN when not recorded."""
     for entry in entries:
-        if entry.get("game") == game and isinstance(entry.get(key), (int, float)):
+        if entry.get("game") != game:
+            continue
+        if isinstance(entry.get(key), (int, float)):
             return float(entry[key])
+        prefixed = [v for k, v in entry.items() if k.endswith("/" + key) and isinstance(v, (int, float))]
+        if len(prefixed) == 1:
+            return float(prefixed[0])
     return math.nan
 
 

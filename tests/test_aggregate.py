@@ -286,6 +286,17 @@ def test_capacity_left_and_dormant_units_per_game_and_n_a_for_older_runs(tmp_pat
     json.dumps(aggregate.jsonable(summary), allow_nan=False)
 
 
+def test_a_compositions_prefixed_statistics_fill_the_capacity_table(tmp_path):
+    """agscl+redo logs AGS-CL's sparsity as ``agscl/sparsity``: its free nodes still show."""
+    ft = write_results(tmp_path, "ft", "finetune", 0, GAMES, [[11.0, None], [3.0, 8.0]], RANDOM)
+    both = write_results(tmp_path, "ar", "agscl+redo", 0, GAMES, [[9.0, None], [8.0, 6.0]], RANDOM,
+                         regularizer=[{"game": 0, "agscl/sparsity": 0.3, "redo/recycled_units": 4.0},
+                                      {"game": 1, "agscl/sparsity": 0.1, "redo/recycled_units": 6.0}])
+    _, summary = aggregate.aggregate([ft, both])
+    free = summary["methods"]["agscl+redo"]["per_game"]["free_nodes"]
+    assert free[0][0] == pytest.approx(0.3) and free[1][0] == pytest.approx(0.1)
+
+
 def test_plasticity_metrics_join_the_capacity_table_per_layer_and_n_a_for_older_runs(tmp_path):
     def entry(game: int, srank: float, scale: float) -> dict:
         return {"game": game, "dormant_fraction": 0.1, "srank": srank, "weight_magnitude/conv1": 0.1 * scale,
