@@ -12,6 +12,7 @@ from torch.overrides import TorchFunctionMode
 
 from agscl import AGSCL, FineTune, make_method
 from agscl.prox import drift_shrink, group_soft_threshold
+from resume_helpers import restore
 
 
 def conv_trunk(width: int = 6, dropout: float = 0.0) -> nn.Sequential:
@@ -310,12 +311,7 @@ def test_state_dict_round_trip_gives_identical_later_updates():
         return [p.detach().clone() for p in list(trunk.parameters()) + list(heads.parameters())]
 
     reference = finish(trunk, heads, method, opt)
-    trunk2, heads2, method2 = build()
-    trunk2.load_state_dict(saved["trunk"])
-    heads2.load_state_dict(saved["heads"])
-    opt2 = torch.optim.Adam(list(trunk2.parameters()) + list(heads2.parameters()), lr=0.01)
-    opt2.load_state_dict(saved["opt"])
-    method2.load_state_dict(saved["method"])
+    trunk2, heads2, method2, opt2 = restore(build, saved)
     resumed = finish(trunk2, heads2, method2, opt2)
     for a, b in zip(reference, resumed):
         assert torch.equal(a, b)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agscl.registry import make_method, method_class, method_hparams, method_names
+from resume_helpers import restore
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -473,12 +474,7 @@ def test_composite_state_nests_both_parts_and_resumes_identically():
         return [p.detach().clone() for p in list(trunk.parameters()) + list(heads.parameters())]
 
     reference = finish(trunk, heads, method, opt)
-    trunk2, heads2, method2 = build()
-    trunk2.load_state_dict(saved["trunk"])
-    heads2.load_state_dict(saved["heads"])
-    opt2 = torch.optim.Adam(list(trunk2.parameters()) + list(heads2.parameters()), lr=0.01)
-    opt2.load_state_dict(saved["opt"])
-    method2.load_state_dict(saved["method"])
+    trunk2, heads2, method2, opt2 = restore(build, saved)
     method2.attach_optimizer(opt2)
     method2.begin_task(1)  # as a resumed learner does
     assert all(torch.equal(a, b) for a, b in zip(reference, finish(trunk2, heads2, method2, opt2)))
