@@ -6,6 +6,8 @@
 #     bash bench/long_runs.sh wide     # five games at twice the width (issue 26)
 #     bash bench/long_runs.sh plasticity  # five games: the plasticity rows (issue 27), beside width1's finetune
 #     bash bench/long_runs.sh keep     # copy every finished run's results.json into docs/results/<stem>_runs/
+#     bash bench/long_runs.sh tables   # the tables of issues 26 and 27 from those files (and the drift
+#                                      # tables from the checkpoints in $RUNS, where they are)
 #
 # Each queue is a list of bench/continual_minatar.py commands run one after the other on one
 # core (--engine sequential, --torch-threads 1). Started again, every command skips its finished
@@ -17,7 +19,7 @@
 # without the runs directory, those files are put back first (a trial whose results.json says
 # finished is skipped by the sweep and read by the aggregate), so only unfinished runs train again.
 set -euo pipefail
-queue=${1:?usage: bash bench/long_runs.sh width1|wide|plasticity}
+queue=${1:?usage: bash bench/long_runs.sh width1|wide|plasticity|keep|tables}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ "$queue" = plasticity ]; then  # the plasticity methods landed after the other queues' snapshot
     SNAPSHOT=${SNAPSHOT:-330415b}
@@ -27,6 +29,51 @@ else
     SNAPSHOT_DIR=${SNAPSHOT_DIR:-$(dirname "$ROOT")/bench_snapshot}
 fi
 RUNS=${RUNS:-$(dirname "$ROOT")/bench_runs}
+case "$queue" in  # the two queues that read and write only this checkout
+    keep)
+        for pair in continual_minatar5_current continual_minatar_packnet continual_minatar5_wide; do
+            for run in "$RUNS/$pair"/*/; do
+                [ -f "$run/results.json" ] || continue
+                grep -q '"status": "finished"' "$run/results.json" || continue
+                mkdir -p "$ROOT/docs/results/${pair}_runs/$(basename "$run")"
+                cp "$run/results.json" "$ROOT/docs/results/${pair}_runs/$(basename "$run")/"
+            done
+        done
+        exit 0
+        ;;
+    tables)  # a run not finished (or not there) is left out with one line, so a partial grid gives a partial table
+        cd "$ROOT"
+        C=docs/results/continual_minatar5_current_runs  # fine-tuning, packnet (2108d2b) and the plasticity rows (330415b)
+        O=docs/results/continual_minatar5_runs           # ewc, mas, agscl_mu4 (1113185)
+        W=docs/results/continual_minatar5_wide_runs      # the wide trunk (2108d2b)
+        dirs=(); labels=()
+        add() {  # add DIR LABEL METHOD...: seeds 1-3 of each METHOD's runs in DIR, labelled LABEL (METHOD if empty)
+            local dir=$1 label=$2 method seed; shift 2
+            for method in "$@"; do
+                for seed in 1 2 3; do dirs+=("$dir/${method}_seed$seed"); labels+=("${label:-$method}"); done
+            done
+        }
+        add $C "" finetune redo shrink_perturb l2init agscl_mu4_redo shrink_perturb_ln packnet
+        add $O "" agscl_mu4 ewc mas
+        .venv/bin/python -m reporting.aggregate "${dirs[@]}" --labels "${labels[@]}" --out-dir docs/results \
+            --name continual_minatar5_plasticity --improver agscl_mu4_redo --against agscl_mu4 packnet
+        dirs=(); labels=()
+        add $C "" finetune packnet
+        add $O "" ewc mas agscl_mu4
+        for method in finetune ewc mas agscl_mu4 packnet; do add $W "${method}_wide" "$method"; done
+        .venv/bin/python -m reporting.aggregate "${dirs[@]}" --labels "${labels[@]}" --out-dir docs/results \
+            --name continual_minatar5_wide --reference finetune --improver agscl_mu4_wide
+        for pair in "continual_minatar5_current continual_minatar5_plasticity_drift" \
+                    "continual_minatar5_wide continual_minatar5_wide_drift"; do
+            set -- $pair
+            # shellcheck disable=SC2046
+            ls "$RUNS/$1"/*/ckpt/game4.pt > /dev/null 2>&1 || { echo "no checkpoints in $RUNS/$1: no drift table" >&2; continue; }
+            .venv/bin/python -m reporting.drift $(dirname $(dirname $(ls "$RUNS/$1"/*/ckpt/game4.pt))) \
+                --out "docs/results/$2.md"
+        done
+        exit 0
+        ;;
+esac
 if [ ! -d "$SNAPSHOT_DIR" ]; then
     git -C "$ROOT" worktree add --detach "$SNAPSHOT_DIR" "$SNAPSHOT"
 fi
@@ -42,17 +89,6 @@ restore() {  # restore STEM RUNS_DIR: the committed finished runs of docs/result
     done
 }
 case "$queue" in
-    keep)
-        for pair in continual_minatar5_current continual_minatar_packnet continual_minatar5_wide; do
-            for run in "$RUNS/$pair"/*/; do
-                [ -f "$run/results.json" ] || continue
-                grep -q '"status": "finished"' "$run/results.json" || continue
-                mkdir -p "$ROOT/docs/results/${pair}_runs/$(basename "$run")"
-                cp "$run/results.json" "$ROOT/docs/results/${pair}_runs/$(basename "$run")/"
-            done
-        done
-        exit 0
-        ;;
     width1)
         restore continual_minatar5_current "$RUNS/continual_minatar5_current"
         restore continual_minatar_packnet "$RUNS/continual_minatar_packnet"

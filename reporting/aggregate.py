@@ -28,7 +28,8 @@ mean over the seeds where it is defined, with a 95% percentile-bootstrap interva
 than the method's seeds. With 3 seeds such an interval is coarse: it shows the spread of the
 seeds, not a population guarantee. The probability that AGS-CL improves on each other method is
 rliable's ``probability_of_improvement`` on the final normalized score per game, with rliable's
-stratified bootstrap interval. docs/metrics.md has every definition.
+stratified bootstrap interval; ``--against L`` adds the other direction, every method's probability
+of improving on ``L``. docs/metrics.md has every definition.
 
     python -m reporting.aggregate --sweep-dir runs/continual_minatar5 --out-dir docs/results --name continual_minatar5
     python -m reporting.aggregate runs/a runs/b ... --labels finetune agscl ... --out-dir DIR --name NAME
@@ -234,45 +235,63 @@ def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> fl
     return float(per_game.mean())
 
 
+def _pair_probability(x: np.ndarray, y: np.ndarray, games: Sequence[str], reps: int, seed: int) -> dict[str, Any]:
+    """P(X > Y) of two labels' final normalized scores (runs x games), with the 95% percentile
+    interval of rliable's stratified bootstrap (``library.get_interval_estimates``: the runs of X
+    and of Y resampled independently, within each game). Games where some run of the pair has no
+    defined normalized score are left out (and listed); the probability is None when none is left."""
+    from rliable import library as rly
+
+    keep = np.isfinite(x).all(axis=0) & np.isfinite(y).all(axis=0)
+    entry: dict[str, Any] = {"games": [g for g, k in zip(games, keep) if k],
+                             "left_out": [g for g, k in zip(games, keep) if not k], "runs": [len(x), len(y)]}
+    if keep.any():
+        with warnings.catch_warnings():  # arch's notice that random_state will become a Generator
+            warnings.simplefilter("ignore", FutureWarning)
+            point, cis = rly.get_interval_estimates({"pair": (x[:, keep], y[:, keep])}, probability_of_improvement,
+                                                    reps=reps, confidence_interval_size=CONFIDENCE,
+                                                    random_state=np.random.RandomState(seed))
+        low, high = np.ravel(cis["pair"])
+        entry["probability"] = [float(point["pair"]), float(low), float(high)]
+    else:
+        entry["probability"] = None
+    return entry
+
+
+def _final_scores(runs: Sequence[RunRecord], label: str) -> np.ndarray:
+    return np.array([r.per_game["final_normalized"] for r in runs if r.label == label], dtype=np.float64)
+
+
 def improvement_probabilities(runs: Sequence[RunRecord], improver: str, reps: int = IMPROVEMENT_REPS,
                               seed: int = 0) -> dict[str, Any]:
     """For each other label Y: P(``improver`` > Y) on the final normalized score per game
-    (:func:`probability_of_improvement`), with the 95% percentile interval of rliable's stratified
-    bootstrap (``library.get_interval_estimates``: the runs of X and of Y resampled independently, within
-    each game). Games where
-    some run of the pair has no defined normalized score are left out (and listed); None when no
-    game is left or the improver is not in the grid."""
-    from rliable import library as rly
-
+    (:func:`probability_of_improvement`, interval and left-out games as :func:`_pair_probability`);
+    empty when the improver is not in the grid."""
     labels = list(dict.fromkeys(r.label for r in runs))
     if improver not in labels:
         return {}
-    games = runs[0].games
+    x = _final_scores(runs, improver)
+    return {other: _pair_probability(x, _final_scores(runs, other), runs[0].games, reps, seed)
+            for other in labels if other != improver}
 
-    def scores(label: str) -> np.ndarray:
-        return np.array([r.per_game["final_normalized"] for r in runs if r.label == label], dtype=np.float64)
 
-    x = scores(improver)
-    out: dict[str, Any] = {}
-    for other in labels:
-        if other == improver:
-            continue
-        y = scores(other)
-        keep = np.isfinite(x).all(axis=0) & np.isfinite(y).all(axis=0)
-        entry: dict[str, Any] = {"games": [g for g, k in zip(games, keep) if k],
-                                 "left_out": [g for g, k in zip(games, keep) if not k], "runs": [len(x), len(y)]}
-        if keep.any():
-            with warnings.catch_warnings():  # arch's notice that random_state will become a Generator
-                warnings.simplefilter("ignore", FutureWarning)
-                point, cis = rly.get_interval_estimates({"pair": (x[:, keep], y[:, keep])}, probability_of_improvement,
-                                                        reps=reps, confidence_interval_size=CONFIDENCE,
-                                                        random_state=np.random.RandomState(seed))
-            low, high = np.ravel(cis["pair"])
-            entry["probability"] = [float(point["pair"]), float(low), float(high)]
-        else:
-            entry["probability"] = None
-        out[other] = entry
-    return out
+def _check_labels(runs: Sequence[RunRecord], targets: Sequence[str], flag: str = "--against") -> list[str]:
+    """The grid's labels; ValueError naming them (and ``flag``) when a target is not one."""
+    labels = list(dict.fromkeys(r.label for r in runs))
+    for target in targets:
+        if target not in labels:
+            raise ValueError(f"{flag} {target!r} is not a label of these runs: choose from {', '.join(labels)}")
+    return labels
+
+
+def improvement_over(runs: Sequence[RunRecord], target: str, reps: int = IMPROVEMENT_REPS,
+                     seed: int = 0) -> dict[str, Any]:
+    """For each other label X: P(X > ``target``), the other direction of
+    :func:`improvement_probabilities` (does any method improve on ``target``?)."""
+    labels = _check_labels(runs, [target])
+    y = _final_scores(runs, target)
+    return {other: _pair_probability(_final_scores(runs, other), y, runs[0].games, reps, seed)
+            for other in labels if other != target}
 
 
 def summarize(runs: Sequence[RunRecord]) -> dict[str, Any]:
@@ -348,6 +367,13 @@ def markdown(summary: dict[str, Any]) -> str:
                       "rliable, stratified bootstrap 95% CI):", "",
                   f"| method | P({improver} > method) | games | runs ({improver}, method) |", "| --- | --- | --- | --- |"]
         for other, e in improvement.items():
+            left = f" (left out: {', '.join(e['left_out'])})" if e["left_out"] else ""
+            lines.append(f"| {other} | {_fmt(e['probability'])} | {len(e['games'])}{left} | {e['runs'][0]}, {e['runs'][1]} |")
+    for target, table in summary.get("probability_over", {}).items():
+        lines += ["", f"Probability that each method improves on {target} (final normalized score per game; "
+                      "rliable, stratified bootstrap 95% CI):", "",
+                  f"| method | P(method > {target}) | games | runs (method, {target}) |", "| --- | --- | --- | --- |"]
+        for other, e in table.items():
             left = f" (left out: {', '.join(e['left_out'])})" if e["left_out"] else ""
             lines.append(f"| {other} | {_fmt(e['probability'])} | {len(e['games'])}{left} | {e['runs'][0]}, {e['runs'][1]} |")
     lines += ["", "Capacity left after each game, and the trunk's plasticity metrics (mean [95% CI] over seeds; "
@@ -477,30 +503,39 @@ def draw_after_games(summary: dict[str, Any], out: str) -> None:
 
 
 def aggregate(run_dirs: Sequence[str], labels: Sequence[str] | None = None, improver: str = "agscl",
-              reps: int = IMPROVEMENT_REPS) -> tuple[list[RunRecord], dict[str, Any]]:
-    """Read, reference (the ``finetune`` runs), compute and summarize a grid of runs, with the
-    probability that ``improver`` improves on every other label (when it is in the grid)."""
+              reps: int = IMPROVEMENT_REPS, against: Sequence[str] = (),
+              reference: str | None = None) -> tuple[list[RunRecord], dict[str, Any]]:
+    """Read, reference, compute and summarize a grid of runs, with the probability that
+    ``improver`` improves on every other label (when it is in the grid) and, for each label of
+    ``against``, the probability that every other label improves on it. The reference is the runs
+    labelled ``reference``, by default every ``finetune`` run (a grid of two trunks names one
+    trunk's fine-tuning, so that both are on one scale)."""
     runs = [read_run(d, None if labels is None else labels[i]) for i, d in enumerate(run_dirs)]
     games = runs[0].games
     other = [r.path for r in runs if r.games != games]
     if other:
         raise ValueError(f"runs over other games than {games}: {', '.join(other)}")
-    ref = reference_from([r for r in runs if r.method == "finetune"])
+    _check_labels(runs, against)  # before any bootstrap
+    _check_labels(runs, [] if reference is None else [reference], "--reference")
+    chosen = [r for r in runs if (r.method == "finetune" if reference is None else r.label == reference)]
+    ref = reference_from(chosen)
     runs = [compute(r, ref) for r in runs]
     summary = summarize(runs)
-    finetune_seeds = sorted(r.seed for r in runs if r.method == "finetune")
+    seeds = ", ".join(map(str, sorted(r.seed for r in chosen)))
+    whose = "this grid's fine-tuning runs" if reference is None else f"the runs labelled {reference}"
     summary["reference"] = {"max_return": ref.max_return.tolist(), "diag_return": ref.diag_return.tolist(),
-                            "random_return": [r["mean"] for r in ref.random],
-                            "definition": "best evaluation over the whole timeline, mean over fine-tuning seeds",
+                            "random_return": [r["mean"] for r in ref.random], "label": reference,
+                            "definition": "best evaluation over the whole timeline, mean over the reference's seeds",
                             "note": normalization_note(
-                                f"this grid's fine-tuning runs (seeds {', '.join(map(str, finetune_seeds))}: "
+                                f"{whose} (seeds {seeds}: "
                                 "best over the whole timeline and random-policy score, each pooled over seeds)")}
     summary["improver"] = improver
     try:
         summary["probability_of_improvement"] = improvement_probabilities(runs, improver, reps)
+        summary["probability_over"] = {target: improvement_over(runs, target, reps) for target in against}
     except ImportError as exc:  # the `results` extra is not installed
         print(f"aggregate: note: no probability of improvement ({exc}): pip install -e \".[results]\"", file=sys.stderr)
-        summary["probability_of_improvement"] = {}
+        summary["probability_of_improvement"], summary["probability_over"] = {}, {}
     return runs, summary
 
 
@@ -543,6 +578,10 @@ class AggregateArgs:
     """file stem of the outputs"""
     improver: str = "agscl"
     """the label whose probability of improving on every other label is reported"""
+    against: tuple[str, ...] = ()
+    """labels (e.g. agscl_mu4 packnet) each getting a table of every other label's probability of improving on it"""
+    reference: Optional[str] = None
+    """the label whose runs normalize every run (default: every finetune run)"""
     reps: int = IMPROVEMENT_REPS
     """rliable stratified-bootstrap replications"""
 
@@ -579,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         labels = None if labels is None else [labels[i] for i in keep]
         if not dirs:
             raise ValueError("no finished run to aggregate")
-        runs, summary = aggregate(dirs, labels, args.improver, args.reps)
+        runs, summary = aggregate(dirs, labels, args.improver, args.reps, args.against, args.reference)
     except ValueError as exc:
         print(f"aggregate: error: {exc}", file=sys.stderr)
         return 2

@@ -266,6 +266,42 @@ def test_probability_of_improvement_of_a_grid_with_rliable_stratified_bootstrap(
     assert "P(agscl > method)" in aggregate.markdown(summary)
 
 
+def test_against_reports_each_methods_probability_of_improving_on_a_label(tmp_path):
+    pytest.importorskip("rliable.library")
+    ft = write_results(tmp_path, "ft", "finetune", 0, GAMES, [[11.0, None], [1.0, 8.0]], RANDOM)
+    ags = [write_results(tmp_path, f"a{s}", "agscl", s, GAMES, [[9.0, None], [8.0 - s, 6.0]], RANDOM) for s in range(3)]
+    ewc = [write_results(tmp_path, f"e{s}", "ewc", s, GAMES, [[9.0, None], [6.0 - s, 6.0 + s]], RANDOM) for s in range(3)]
+    _, summary = aggregate.aggregate([ft, *ags, *ewc], reps=200, against=["agscl", "ewc"])
+    forward, over = summary["probability_of_improvement"], summary["probability_over"]
+    assert set(over) == {"agscl", "ewc"} and set(over["agscl"]) == {"finetune", "ewc"}
+    # ties count half, so per game P(X > Y) + P(Y > X) = 1: the reverse of the hand count above
+    assert over["agscl"]["ewc"]["probability"][0] == pytest.approx(1 - (8.5 / 9 + 1.5 / 9) / 2)
+    assert over["agscl"]["ewc"]["probability"][0] == pytest.approx(1 - forward["ewc"]["probability"][0])
+    assert over["ewc"]["agscl"]["probability"][0] == pytest.approx(forward["ewc"]["probability"][0])
+    assert over["agscl"]["ewc"]["runs"] == [3, 3] and over["agscl"]["finetune"]["runs"] == [1, 3]
+    table = aggregate.markdown(summary)
+    assert "| method | P(method > agscl) |" in table and "| method | P(method > ewc) |" in table
+    with pytest.raises(ValueError, match="--against 'packnet' is not a label of these runs: choose from finetune, agscl$"):
+        aggregate.aggregate([ft, *ags], reps=10, against=["packnet"])
+
+
+def test_reference_label_normalizes_a_two_trunk_grid_by_one_trunks_fine_tuning(tmp_path):
+    narrow = write_results(tmp_path, "ft1", "finetune", 1, GAMES, [[11.0, None], [3.0, 8.0]], RANDOM)
+    wide = write_results(tmp_path, "ft2", "finetune", 1, GAMES, [[21.0, None], [5.0, 14.0]], RANDOM)
+    labels = ["finetune", "finetune_wide"]
+    _, pooled = aggregate.aggregate([narrow, wide], labels, reps=10)
+    assert pooled["reference"]["max_return"] == pytest.approx([16.0, 11.0])  # both trunks' runs pooled
+    _, summary = aggregate.aggregate([narrow, wide], labels, reps=10, reference="finetune")
+    assert summary["reference"]["max_return"] == pytest.approx([11.0, 8.0]) and summary["reference"]["label"] == "finetune"
+    # the wide run on the narrow run's scale: (5 - 1) / (11 - 1) + (14 + 2) / (8 + 2), above the 2 of the reference itself
+    wide_final = summary["methods"]["finetune_wide"]["metrics"]["accumulated_normalized"][0]
+    assert wide_final == pytest.approx(4 / 10 + 16 / 10)
+    assert summary["methods"]["finetune"]["metrics"]["accumulated_normalized"][0] == pytest.approx(2 / 10 + 1.0)
+    assert "the runs labelled finetune (seeds 1" in summary["reference"]["note"]
+    with pytest.raises(ValueError, match="--reference 'finetune_narrow' is not a label of these runs: choose from finetune, finetune_wide"):
+        aggregate.aggregate([narrow, wide], labels, reps=10, reference="finetune_narrow")
+
+
 def test_capacity_left_and_dormant_units_per_game_and_n_a_for_older_runs(tmp_path):
     ft = write_results(tmp_path, "ft", "finetune", 0, GAMES, [[11.0, None], [3.0, 8.0]], RANDOM,
                        regularizer=[{"game": 0, "dormant_fraction": 0.25}, {"game": 1, "dormant_fraction": 0.5}])
