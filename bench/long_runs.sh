@@ -4,6 +4,7 @@
 #     bash bench/long_runs.sh width1   # five games at width 1 (finetune, packnet, then the plasticity rows),
 #                                      # then the 3-game packnet sweep
 #     bash bench/long_runs.sh wide     # five games at twice the width (issue 26)
+#     bash bench/long_runs.sh wide3    # its seed 3 from the other end, on a second core beside `wide`
 #     bash bench/long_runs.sh plasticity  # five games: the plasticity rows (issue 27), beside width1's finetune
 #     bash bench/long_runs.sh keep     # copy every finished run's results.json into docs/results/<stem>_runs/
 #     bash bench/long_runs.sh tables   # the tables of issues 26 and 27 from those files (and the drift
@@ -19,7 +20,7 @@
 # without the runs directory, those files are put back first (a trial whose results.json says
 # finished is skipped by the sweep and read by the aggregate), so only unfinished runs train again.
 set -euo pipefail
-queue=${1:?usage: bash bench/long_runs.sh width1|wide|plasticity|keep|tables}
+queue=${1:?usage: bash bench/long_runs.sh width1|wide|wide3|plasticity|keep|tables}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ "$queue" = plasticity ]; then  # the plasticity methods landed after the other queues' snapshot
     SNAPSHOT=${SNAPSHOT:-330415b}
@@ -104,9 +105,15 @@ case "$queue" in
                 || [ "$seeds" != "1 2 3" ]  # a one- or two-seed table may be refused; the full grid must not
         done
         ;;
+    wide3)  # a second worker beside `wide` on a second core: seed 3, methods in reverse order, so the two
+            # meet at the end (a trial the other is running waits on its lock, then counts as failed here)
+        restore continual_minatar5_wide "$RUNS/continual_minatar5_wide"
+        bench --sequence all --trunk wide --seeds 3 --methods packnet agscl_mu4 mas ewc finetune \
+            --runs-dir "$RUNS/continual_minatar5_wide" --name continual_minatar5_wide_seed3 || true  # a one-seed table is refused
+        ;;
     plasticity)  # the same runs directory as width1: its finetune runs are skipped, the reference of every row
         restore continual_minatar5_current "$RUNS/continual_minatar5_current"
         bench --sequence all --methods finetune redo shrink_perturb l2init agscl_mu4_redo shrink_perturb_ln             --runs-dir "$RUNS/continual_minatar5_current" --name continual_minatar5_plasticity
         ;;
-    *) echo "long_runs.sh: unknown queue $queue: choose width1, wide or plasticity" >&2; exit 2 ;;
+    *) echo "long_runs.sh: unknown queue $queue: choose width1, wide, wide3, plasticity, keep or tables" >&2; exit 2 ;;
 esac
