@@ -342,6 +342,16 @@ def _fmt(ci: Sequence[Any] | None, digits: int = 2, count: int | None = None, se
     return text + (f" (n={count})" if count is not None and seeds is not None and count != seeds else "")
 
 
+def _probability_table(what: str, column: str, runs: str, table: dict[str, Any]) -> list[str]:
+    """The lines of one probability-of-improvement table (``improvement_probabilities``' entries)."""
+    lines = ["", f"Probability that {what} (final normalized score per game; rliable, stratified bootstrap 95% CI):", "",
+             f"| method | {column} | games | runs ({runs}) |", "| --- | --- | --- | --- |"]
+    for other, e in table.items():
+        left = f" (left out: {', '.join(e['left_out'])})" if e["left_out"] else ""
+        lines.append(f"| {other} | {_fmt(e['probability'])} | {len(e['games'])}{left} | {e['runs'][0]}, {e['runs'][1]} |")
+    return lines
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The results as Markdown: the headline table, the curve after each game, the probability of
     improvement, the capacity left, per-game S and each method's score matrix."""
@@ -363,19 +373,10 @@ def markdown(summary: dict[str, Any]) -> str:
     improvement = summary.get("probability_of_improvement")
     if improvement:
         improver = summary.get("improver", "agscl")
-        lines += ["", f"Probability that {improver} improves on each method (final normalized score per game; "
-                      "rliable, stratified bootstrap 95% CI):", "",
-                  f"| method | P({improver} > method) | games | runs ({improver}, method) |", "| --- | --- | --- | --- |"]
-        for other, e in improvement.items():
-            left = f" (left out: {', '.join(e['left_out'])})" if e["left_out"] else ""
-            lines.append(f"| {other} | {_fmt(e['probability'])} | {len(e['games'])}{left} | {e['runs'][0]}, {e['runs'][1]} |")
+        lines += _probability_table(f"{improver} improves on each method", f"P({improver} > method)",
+                                    f"{improver}, method", improvement)
     for target, table in summary.get("probability_over", {}).items():
-        lines += ["", f"Probability that each method improves on {target} (final normalized score per game; "
-                      "rliable, stratified bootstrap 95% CI):", "",
-                  f"| method | P(method > {target}) | games | runs (method, {target}) |", "| --- | --- | --- | --- |"]
-        for other, e in table.items():
-            left = f" (left out: {', '.join(e['left_out'])})" if e["left_out"] else ""
-            lines.append(f"| {other} | {_fmt(e['probability'])} | {len(e['games'])}{left} | {e['runs'][0]}, {e['runs'][1]} |")
+        lines += _probability_table(f"each method improves on {target}", f"P(method > {target})", f"method, {target}", table)
     lines += ["", "Capacity left after each game, and the trunk's plasticity metrics (mean [95% CI] over seeds; "
                   "n/a: not recorded by these runs):", "",
               "| method | measure | " + " | ".join(f"after {g}" for g in games) + " |", "| --- | --- |" + " --- |" * len(games)]
