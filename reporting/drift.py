@@ -10,7 +10,10 @@ For every run and every game after the first it prints each trunk layer's relati
 ``||W_j - W_{j-1}|| / ||W_{j-1}||`` (Frobenius norms of the weight tensors, biases left out)
 between the checkpoints written at the end of game ``j-1`` and game ``j`` (``ckpt/game<j>.pt``).
 The first game has no checkpoint before it, so it has no entry; a run stops at its last
-end-of-game checkpoint.
+end-of-game checkpoint. For AGS-CL runs (and its compositions) a second table gives, per trunk
+layer, how many nodes are important after each game (``Omega > 0``: held for the earlier games,
+no longer free for the later ones): where the drift of a layer falls to zero, this says whether
+its nodes are all taken.
 """
 
 from __future__ import annotations
@@ -54,6 +57,17 @@ def relative_drift(before: dict[str, torch.Tensor], after: dict[str, torch.Tenso
     return out
 
 
+def important_nodes(method_state: Any) -> Optional[list[tuple[int, int]]]:
+    """AGS-CL's important trunk nodes per layer, ``(count of Omega > 0, nodes)``, from a
+    checkpoint's method state (a composition's ``stability`` part); None for other methods."""
+    if isinstance(method_state, dict) and isinstance(method_state.get("stability"), dict):
+        method_state = method_state["stability"]
+    omega = method_state.get("omega") if isinstance(method_state, dict) else None
+    if not isinstance(omega, (list, tuple)) or not all(isinstance(o, torch.Tensor) for o in omega):
+        return None
+    return [(int((o > 0).sum()), o.numel()) for o in omega]
+
+
 def run_drift(run_dir: str) -> dict[str, Any]:
     """The drift of every game after the first that has an end-of-game checkpoint in ``run_dir``."""
     ckpt_dir = os.path.join(run_dir, "ckpt")
@@ -68,7 +82,9 @@ def run_drift(run_dir: str) -> dict[str, Any]:
     weights = [trunk_weights(s["agent"]) for s in states]
     rows = [{"game": games[j], "drift": relative_drift(weights[j - 1], weights[j])} for j in range(1, len(states))]
     method = (states[0].get("config") or {}).get("method")
-    return {"run": os.path.basename(os.path.normpath(run_dir)), "method": method, "layers": list(weights[0]), "rows": rows}
+    important = [important_nodes(s.get("method")) for s in states]
+    return {"run": os.path.basename(os.path.normpath(run_dir)), "method": method, "layers": list(weights[0]), "rows": rows,
+            "games": games[: len(states)], "important": important if all(i is not None for i in important) else None}
 
 
 def markdown(drifts: Sequence[dict[str, Any]]) -> str:
@@ -82,6 +98,17 @@ def markdown(drifts: Sequence[dict[str, Any]]) -> str:
     for d in drifts:
         cells = {r["game"]: " / ".join(f"{v:.3f}" for v in r["drift"].values()) for r in d["rows"]}
         lines.append(f"| {d['run']} | " + " | ".join(cells.get(g, "") for g in games) + " |")
+    held = [d for d in drifts if d.get("important")]
+    if held:
+        played: list[str] = []
+        for d in held:
+            played += [g for g in d["games"] if g not in played]
+        lines += ["", "AGS-CL's important nodes per trunk layer after each game (Omega > 0, of the layer's nodes; "
+                      "the others are free for later games):", "",
+                  "| run | " + " | ".join(f"after {g}" for g in played) + " |", "| --- |" + " --- |" * len(played)]
+        for d in held:
+            cells = {g: " / ".join(f"{n} of {size}" for n, size in counts) for g, counts in zip(d["games"], d["important"])}
+            lines.append(f"| {d['run']} | " + " | ".join(cells.get(g, "") for g in played) + " |")
     return "\n".join(lines)
 
 

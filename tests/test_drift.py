@@ -11,12 +11,13 @@ from agents.rundir import CHECKPOINT_FORMAT
 from reporting import drift
 
 
-def _checkpoint(path, trunk0: torch.Tensor, trunk3: torch.Tensor, head: torch.Tensor) -> None:
+def _checkpoint(path, trunk0: torch.Tensor, trunk3: torch.Tensor, head: torch.Tensor, method: dict | None = None,
+                name: str = "ewc") -> None:
     state = {"trunk.0.weight": trunk0, "trunk.0.bias": torch.ones(trunk0.shape[0]) * 5, "trunk.3.weight": trunk3,
              "heads.0.0.weight": head}
     # a whole checkpoint of agents/ppo_continual.py (the keys agents.rundir.load_checkpoint requires)
-    torch.save({"format": CHECKPOINT_FORMAT, "agent": state, "games": ["A", "B", "C"], "config": {"method": "ewc"},
-                "action_counts": [2, 2, 2], "game": 0, "update": 0, "global_step": 0, "method": {}, "results": {}}, path)
+    torch.save({"format": CHECKPOINT_FORMAT, "agent": state, "games": ["A", "B", "C"], "config": {"method": name},
+                "action_counts": [2, 2, 2], "game": 0, "update": 0, "global_step": 0, "method": method or {}, "results": {}}, path)
 
 
 def test_drift_per_layer_and_game_against_hand_computation(tmp_path, capsys):
@@ -69,3 +70,27 @@ def test_drift_reads_the_agents_own_checkpoints(tmp_path):
     torch.save({"format": CHECKPOINT_FORMAT, "games": ["A"]}, tmp_path / "bare.pt")
     with pytest.raises(ValueError, match=r"bare.pt is corrupt or not a checkpoint of agents/ppo_continual.py \(no agent weights\)"):
         drift.read_checkpoint(str(tmp_path / "bare.pt"))
+
+
+def test_agscl_runs_get_their_important_nodes_per_layer_after_each_game(tmp_path, capsys):
+    """Omega > 0 counted per layer, read from AGS-CL's own state and from a composition's
+    stability part; other methods get no second table."""
+    plain, composed, other = tmp_path / "agscl_seed1", tmp_path / "agscl_redo_seed1", tmp_path / "ewc_seed1"
+    for run in (plain, composed, other):
+        (run / "ckpt").mkdir(parents=True)
+    omegas = [[torch.tensor([0.0, 0.3]), torch.tensor([0.0, 0.0, 1e-9])],  # after A: 1 of 2, 1 of 3
+              [torch.tensor([0.2, 0.3]), torch.tensor([0.5, 0.0, 2.0])]]   # after B: 2 of 2, 2 of 3
+    for g, omega in enumerate(omegas):
+        w = torch.ones(2, 2) * (g + 1)
+        _checkpoint(plain / "ckpt" / f"game{g}.pt", w, torch.ones(3, 2), torch.zeros(1), {"omega": omega}, "agscl")
+        _checkpoint(composed / "ckpt" / f"game{g}.pt", w, torch.ones(3, 2), torch.zeros(1),
+                    {"stability": {"omega": omega}, "plasticity": {"steps": 3}}, "agscl+redo")
+        _checkpoint(other / "ckpt" / f"game{g}.pt", w, torch.ones(3, 2), torch.zeros(1), {"fisher": [torch.ones(2)]})
+    assert drift.run_drift(str(plain))["important"] == [[(1, 2), (1, 3)], [(2, 2), (2, 3)]]
+    assert drift.run_drift(str(composed))["important"] == drift.run_drift(str(plain))["important"]
+    assert drift.run_drift(str(other))["important"] is None
+    assert drift.main([str(other)]) == 0 and "important nodes" not in capsys.readouterr().out
+    assert drift.main([str(plain), str(other), str(composed)]) == 0
+    out = capsys.readouterr().out
+    assert "| agscl_seed1 | 1 of 2 / 1 of 3 | 2 of 2 / 2 of 3 |" in out
+    assert "| agscl_redo_seed1 | 1 of 2 / 1 of 3 | 2 of 2 / 2 of 3 |" in out and "| ewc_seed1 | 1 of 2" not in out
