@@ -44,8 +44,10 @@ def read_checkpoint(path: str) -> dict[str, Any]:
 
 
 def trunk_weights(agent_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The trunk's weight tensors of an agent ``state_dict`` (``trunk.<i>.weight``), in order."""
-    return {k: v.detach().float() for k, v in agent_state.items() if k.startswith("trunk.") and k.endswith(".weight")}
+    """The weight matrices and kernels of the trunk's Conv2d/Linear layers in an agent
+    ``state_dict`` (``trunk.<i>.weight``, in order); 1-D ones (a LayerNorm's gain, like the biases) are left out."""
+    return {k: v.detach().float() for k, v in agent_state.items()
+            if k.startswith("trunk.") and k.endswith(".weight") and v.dim() >= 2}
 
 
 def relative_drift(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -92,8 +94,11 @@ def markdown(drifts: Sequence[dict[str, Any]]) -> str:
     games: list[str] = []
     for d in drifts:
         games += [r["game"] for r in d["rows"] if r["game"] not in games]
-    layers = drifts[0]["layers"] if drifts else []
-    lines = [f"Trunk drift while learning each game (||W_end - W_start|| / ||W_start|| per layer: {', '.join(layers)}):", "",
+    layers = [", ".join(d["layers"]) for d in drifts]
+    common = max(dict.fromkeys(layers), key=layers.count) if layers else ""  # the most runs' layer names, then the others'
+    named = "; ".join([common] + [f"{names} in {', '.join(d['run'] for d in drifts if ', '.join(d['layers']) == names)}"
+                                  for names in dict.fromkeys(layers) if names != common])
+    lines = [f"Trunk drift while learning each game (||W_end - W_start|| / ||W_start|| per layer: {named}):", "",
              "| run | " + " | ".join(f"during {g}" for g in games) + " |", "| --- |" + " --- |" * len(games)]
     for d in drifts:
         cells = {r["game"]: " / ".join(f"{v:.3f}" for v in r["drift"].values()) for r in d["rows"]}

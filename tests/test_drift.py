@@ -94,3 +94,24 @@ def test_agscl_runs_get_their_important_nodes_per_layer_after_each_game(tmp_path
     out = capsys.readouterr().out
     assert "| agscl_seed1 | 1 of 2 / 1 of 3 | 2 of 2 / 2 of 3 |" in out
     assert "| agscl_redo_seed1 | 1 of 2 / 1 of 3 | 2 of 2 / 2 of 3 |" in out and "| ewc_seed1 | 1 of 2" not in out
+
+
+def test_a_layernorm_gain_is_not_a_layer_and_differing_layers_are_named(tmp_path, capsys):
+    """--layer-norm adds 1-D trunk.<i>.weight gains: left out like biases; a grid whose runs name
+    their layers differently says which names go with which runs."""
+    plain, normed = tmp_path / "plain", tmp_path / "normed"
+    for run in (plain, normed):
+        (run / "ckpt").mkdir(parents=True)
+    for g in range(2):
+        _checkpoint(plain / "ckpt" / f"game{g}.pt", torch.ones(2, 2) * (g + 1), torch.ones(3, 2), torch.zeros(1))
+        state = {"trunk.0.weight": torch.ones(2, 2) * (g + 1), "trunk.1.weight": torch.ones(2) * (5 * g + 1),
+                 "trunk.4.weight": torch.ones(3, 2), "heads.0.0.weight": torch.zeros(1)}
+        torch.save({"agent": state, "games": ["A", "B"], "config": {"method": "shrink_perturb"}, "method": {}},
+                   normed / "ckpt" / f"game{g}.pt")
+    got = drift.run_drift(str(normed))
+    assert got["layers"] == ["trunk.0.weight", "trunk.4.weight"]
+    assert got["rows"][0]["drift"] == {"trunk.0.weight": 1.0, "trunk.4.weight": 0.0}  # the gain's 5x change is not there
+    assert drift.main([str(plain), str(normed)]) == 0
+    out = capsys.readouterr().out
+    assert "per layer: trunk.0.weight, trunk.3.weight; trunk.0.weight, trunk.4.weight in normed)" in out
+    assert "| normed | 1.000 / 0.000 |" in out
