@@ -106,8 +106,10 @@ case "$queue" in
         done
         ;;
     wide3)  # a second worker beside `wide` on a second core: seed 3, methods in reverse order, so the two
-            # meet at the end (a trial the other is running waits on its lock, then counts as failed here)
+            # meet at the end. The sweep runs fine-tuning first: wait while `wide` trains it (its lock)
         restore continual_minatar5_wide "$RUNS/continual_minatar5_wide"
+        mkdir -p "$RUNS/continual_minatar5_wide/logs"
+        flock "$RUNS/continual_minatar5_wide/logs/finetune_seed3.lock" true
         bench --sequence all --trunk wide --seeds 3 --methods packnet agscl_mu4 mas ewc finetune \
             --runs-dir "$RUNS/continual_minatar5_wide" --name continual_minatar5_wide_seed3 || true  # a one-seed table is refused
         ;;
