@@ -6,6 +6,7 @@
 #     bash bench/long_runs.sh wide     # five games at twice the width (issue 26)
 #     bash bench/long_runs.sh wide3    # its seed 3 from the other end, on a second core beside `wide`
 #     bash bench/long_runs.sh plasticity  # five games: the plasticity rows (issue 27), beside width1's finetune
+#     bash bench/long_runs.sh ln_control 1 2 3  # fine-tuning with --layer-norm (seeds given), the control of shrink_perturb_ln
 #     bash bench/long_runs.sh keep     # copy every finished run's results.json into docs/results/<stem>_runs/
 #     bash bench/long_runs.sh tables   # the tables of issues 26 and 27 from those files (and the drift
 #                                      # tables from the checkpoints in $RUNS, where they are)
@@ -20,7 +21,7 @@
 # without the runs directory, those files are put back first (a trial whose results.json says
 # finished is skipped by the sweep and read by the aggregate), so only unfinished runs train again.
 set -euo pipefail
-queue=${1:?usage: bash bench/long_runs.sh width1|wide|wide3|plasticity|keep|tables}
+queue=${1:?usage: bash bench/long_runs.sh width1|wide|wide3|plasticity|ln_control|keep|tables}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ "$queue" = plasticity ]; then  # the plasticity methods landed after the other queues' snapshot
     SNAPSHOT=${SNAPSHOT:-330415b}
@@ -54,10 +55,10 @@ case "$queue" in  # the two queues that read and write only this checkout
                 for seed in 1 2 3; do dirs+=("$dir/${method}_seed$seed"); labels+=("${label:-$method}"); done
             done
         }
-        add $C "" finetune redo shrink_perturb l2init agscl_mu4_redo shrink_perturb_ln packnet
+        add $C "" finetune redo shrink_perturb l2init agscl_mu4_redo shrink_perturb_ln finetune_ln packnet
         add $O "" agscl_mu4 ewc mas
         .venv/bin/python -m reporting.aggregate "${dirs[@]}" --labels "${labels[@]}" --out-dir docs/results \
-            --name continual_minatar5_plasticity --improver agscl_mu4_redo --against agscl_mu4 packnet
+            --name continual_minatar5_plasticity --reference finetune --improver agscl_mu4_redo --against agscl_mu4 packnet
         dirs=(); labels=()
         add $C "" finetune packnet
         add $O "" ewc mas agscl_mu4
@@ -113,9 +114,30 @@ case "$queue" in
         bench --sequence all --trunk wide --seeds 3 --methods packnet agscl_mu4 mas ewc finetune \
             --runs-dir "$RUNS/continual_minatar5_wide" --name continual_minatar5_wide_seed3 || true  # a one-seed table is refused
         ;;
+    ln_control)  # bash bench/long_runs.sh ln_control SEED...: fine-tuning with --layer-norm, the control that
+                 # separates LayerNorm's part of shrink_perturb_ln from shrink-and-perturb's (added after the rows;
+                 # on 2108d2b, the code of the fine-tuning reference)
+        shift
+        restore continual_minatar5_current "$RUNS/continual_minatar5_current"
+        for seed in "$@"; do
+            dir="$RUNS/continual_minatar5_current/finetune_ln_seed$seed"
+            if grep -qs '"status": "finished"' "$dir/results.json"; then continue; fi
+            if [ -f "$dir/ckpt/latest.pt" ]; then
+                nice -n 10 .venv/bin/python -m agents.ppo_continual --resume "$dir"
+            else
+                rm -rf "$dir"
+                nice -n 10 .venv/bin/python -m agents.ppo_continual --suite minatar \
+                    --games Breakout SpaceInvaders Freeway Asterix Seaquest \
+                    --steps-per-game 300000 300000 300000 1500000 300000 --eval-every 0 --eval-episodes 30 \
+                    --random-episodes 30 --eval-envs 16 --torch-threads 1 --bf16 off --layer-norm \
+                    --method finetune --seed "$seed" --run-name "finetune_ln_seed$seed" \
+                    --runs-dir "$RUNS/continual_minatar5_current"
+            fi
+        done
+        ;;
     plasticity)  # the same runs directory as width1: its finetune runs are skipped, the reference of every row
         restore continual_minatar5_current "$RUNS/continual_minatar5_current"
         bench --sequence all --methods finetune redo shrink_perturb l2init agscl_mu4_redo shrink_perturb_ln             --runs-dir "$RUNS/continual_minatar5_current" --name continual_minatar5_plasticity
         ;;
-    *) echo "long_runs.sh: unknown queue $queue: choose width1, wide, wide3, plasticity, keep or tables" >&2; exit 2 ;;
+    *) echo "long_runs.sh: unknown queue $queue: choose width1, wide, wide3, plasticity, ln_control, keep or tables" >&2; exit 2 ;;
 esac
