@@ -433,6 +433,7 @@ def draw(runs: Sequence[RunRecord], summary: dict[str, Any], out: str) -> None:
 
     games = summary["games"]
     labels = list(summary["methods"])
+    colors = label_colors(len(labels))
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     ax = axes[0]
     for k, label in enumerate(labels):
@@ -442,8 +443,8 @@ def draw(runs: Sequence[RunRecord], summary: dict[str, Any], out: str) -> None:
             steps = np.array(sorted(set.intersection(*(set(r.steps.tolist()) for r in group))))
         curves = np.array([[r.accumulated[list(r.steps).index(s)] for s in steps] for r in group])
         cis = np.array([interval(curves[:, i]) for i in range(len(steps))])
-        ax.plot(steps, cis[:, 0], color=f"C{k}", label=label)
-        ax.fill_between(steps, cis[:, 1], cis[:, 2], color=f"C{k}", alpha=0.2)
+        ax.plot(steps, cis[:, 0], color=colors[k], label=label)
+        ax.fill_between(steps, cis[:, 1], cis[:, 2], color=colors[k], alpha=0.2)
     for step in game_boundaries(runs[0]):
         ax.axvline(step, color="grey", lw=0.5, ls="--")
     steps_axis(ax)
@@ -456,7 +457,7 @@ def draw(runs: Sequence[RunRecord], summary: dict[str, Any], out: str) -> None:
             cis = np.array(summary["methods"][label]["per_game"][key], dtype=float)
             x = np.arange(len(games)) + (k - (len(labels) - 1) / 2) * width
             err = np.abs(np.stack([cis[:, 0] - cis[:, 1], cis[:, 2] - cis[:, 0]]))
-            ax.bar(x, np.nan_to_num(cis[:, 0]), width, yerr=np.nan_to_num(err), capsize=2, color=f"C{k}", label=label)
+            ax.bar(x, np.nan_to_num(cis[:, 0]), width, yerr=np.nan_to_num(err), capsize=2, color=colors[k], label=label)
         ax.axhline(1.0, color="black", lw=0.8)
         ax.axhline(0.0, color="black", lw=0.5)
         ax.set_xticks(np.arange(len(games)), games)
@@ -464,6 +465,17 @@ def draw(runs: Sequence[RunRecord], summary: dict[str, Any], out: str) -> None:
     fig.tight_layout()
     save_figure_atomic(fig, out)
     plt.close(fig)
+
+
+def label_colors(n: int) -> list[Any]:
+    """One color per label, all distinct: matplotlib's cycle C0-C9 up to ten labels, beyond that
+    tab20 (its ten dark shades, then the ten light ones), whose cycle would otherwise repeat."""
+    if n <= 10:
+        return [f"C{k}" for k in range(n)]
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"]
+    return [tab20([*range(0, 20, 2), *range(1, 20, 2)][k % 20]) for k in range(n)]
 
 
 def draw_after_games(summary: dict[str, Any], out: str) -> None:
@@ -478,16 +490,17 @@ def draw_after_games(summary: dict[str, Any], out: str) -> None:
     games = summary["games"]
     x = np.arange(1, len(games) + 1)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    colors = label_colors(len(summary["methods"]))
     for k, (label, m) in enumerate(summary["methods"].items()):
         cis = np.array(m["per_game"]["after_game"], dtype=float)
-        axes[0].plot(x, cis[:, 0], marker="o", color=f"C{k}", label=label)
-        axes[0].fill_between(x, cis[:, 1], cis[:, 2], color=f"C{k}", alpha=0.2)
+        axes[0].plot(x, cis[:, 0], marker="o", color=colors[k], label=label)
+        axes[0].fill_between(x, cis[:, 1], cis[:, 2], color=colors[k], alpha=0.2)
         for key, style in (("free_nodes", "-"), ("free_weights", "-"), ("dormant", "--")):
             cap = np.array(m["per_game"].get(key, []), dtype=float)
             if cap.size and np.isfinite(cap[:, 0]).any():
                 what = {"free_nodes": "free nodes", "free_weights": "free weights", "dormant": "dormant units"}[key]
-                axes[1].plot(x, cap[:, 0], style, marker=".", color=f"C{k}", label=f"{label}: {what}")
-                axes[1].fill_between(x, cap[:, 1], cap[:, 2], color=f"C{k}", alpha=0.12)
+                axes[1].plot(x, cap[:, 0], style, marker=".", color=colors[k], label=f"{label}: {what}")
+                axes[1].fill_between(x, cap[:, 1], cap[:, 2], color=colors[k], alpha=0.12)
     axes[0].plot(x, x, color="grey", lw=0.6, ls=":", label="no forgetting, fine-tuning's best")
     axes[0].set_ylabel("accumulated normalized return")
     axes[0].set_title("(a) after learning each game: sum over games learned of (score - random) / (FT best - random)", fontsize=8)

@@ -474,3 +474,10 @@ def test_figure_7a_marks_each_game_where_its_budget_begins(tmp_path, monkeypatch
     runs[0].game_steps = [300, 1500]
     aggregate.draw(runs, summary, str(tmp_path / "fig.png"))
     assert drawn == [300]
+
+
+def test_figures_give_every_label_its_own_color_beyond_ten():
+    assert aggregate.label_colors(3) == ["C0", "C1", "C2"]
+    for n in (11, 20):
+        colors = [tuple(c) for c in aggregate.label_colors(n)]
+        assert len(set(colors)) == n  # matplotlib's ten-color cycle would repeat C0 at the eleventh
