@@ -11,8 +11,8 @@
 #     bash bench/long_runs.sh tables   # the tables of issues 26 and 27 from those files (and the drift
 #                                      # tables from the checkpoints in $RUNS, where they are)
 #
-# Each queue is a list of bench/continual_minatar.py commands run one after the other on one
-# core (--engine sequential, --torch-threads 1). Started again, every command skips its finished
+# Each queue is a list of bench/continual_minatar.py commands (ln_control: agent runs) run one
+# after the other on one core (--engine sequential, --torch-threads 1). Started again, every command skips its finished
 # runs and resumes its interrupted ones from their checkpoints (the sweep's own resume), so the
 # same line resumes a queue after any stop. The code is the snapshot SNAPSHOT (a git worktree in
 # $SNAPSHOT_DIR, created here if missing): later commits on main do not change runs in flight.
@@ -67,11 +67,10 @@ case "$queue" in  # the two queues that read and write only this checkout
             --name continual_minatar5_wide --reference finetune --improver agscl_mu4_wide
         for pair in "continual_minatar5_current continual_minatar5_plasticity_drift" \
                     "continual_minatar5_wide continual_minatar5_wide_drift"; do
-            set -- $pair
-            # shellcheck disable=SC2046
-            ls "$RUNS/$1"/*/ckpt/game4.pt > /dev/null 2>&1 || { echo "no checkpoints in $RUNS/$1: no drift table" >&2; continue; }
-            .venv/bin/python -m reporting.drift $(dirname $(dirname $(ls "$RUNS/$1"/*/ckpt/game4.pt))) \
-                --out "docs/results/$2.md"
+            read -r sweep out <<< "$pair"
+            finished=("$RUNS/$sweep"/*/ckpt/game4.pt)
+            [ -e "${finished[0]}" ] || { echo "no checkpoints in $RUNS/$sweep: no drift table" >&2; continue; }
+            .venv/bin/python -m reporting.drift "${finished[@]%/ckpt/game4.pt}" --out "docs/results/$out.md"
         done
         exit 0
         ;;
@@ -106,26 +105,33 @@ case "$queue" in
                 || [ "$seeds" != "1 2 3" ]  # a one- or two-seed table may be refused; the full grid must not
         done
         ;;
-    wide3)  # a second worker beside `wide` on a second core: seed 3, methods in reverse order, so the two
-            # meet at the end. The sweep runs fine-tuning first: wait while `wide` trains it (its lock)
+    wide3)  # a second worker beside `wide` on a second core, started once `wide` has begun seed 3: seed 3,
+            # methods in reverse order, so the two meet at the end. The sweep runs fine-tuning first: wait
+            # while `wide` trains it (its lock). A trial the other worker is still running when this one
+            # reaches it fails here after the sweep's 120 s lock wait; the other worker finishes it.
         restore continual_minatar5_wide "$RUNS/continual_minatar5_wide"
         mkdir -p "$RUNS/continual_minatar5_wide/logs"
         flock "$RUNS/continual_minatar5_wide/logs/finetune_seed3.lock" true
         bench --sequence all --trunk wide --seeds 3 --methods packnet agscl_mu4 mas ewc finetune \
-            --runs-dir "$RUNS/continual_minatar5_wide" --name continual_minatar5_wide_seed3 || true  # a one-seed table is refused
+            --runs-dir "$RUNS/continual_minatar5_wide" --name continual_minatar5_wide_seed3 \
+            || echo "wide3: the seed-3 sweep ended with an error (or refused its one-seed table)" >&2
+        for method in finetune ewc mas agscl_mu4 packnet; do
+            grep -qs '"status": "finished"' "$RUNS/continual_minatar5_wide/${method}_seed3/results.json" \
+                || echo "wide3: ${method}_seed3 is not finished: run \`bash bench/long_runs.sh wide\`" >&2
+        done
         ;;
     ln_control)  # bash bench/long_runs.sh ln_control SEED...: fine-tuning with --layer-norm, the control that
                  # separates LayerNorm's part of shrink_perturb_ln from shrink-and-perturb's (added after the rows;
                  # on 2108d2b, the code of the fine-tuning reference)
         shift
+        [ $# -gt 0 ] || { echo "usage: bash bench/long_runs.sh ln_control SEED..." >&2; exit 2; }
         restore continual_minatar5_current "$RUNS/continual_minatar5_current"
         for seed in "$@"; do
             dir="$RUNS/continual_minatar5_current/finetune_ln_seed$seed"
             if grep -qs '"status": "finished"' "$dir/results.json"; then continue; fi
-            if [ -f "$dir/ckpt/latest.pt" ]; then
+            if [ -d "$dir" ]; then  # from its checkpoint, or from its stored config where it has none
                 nice -n 10 .venv/bin/python -m agents.ppo_continual --resume "$dir"
             else
-                rm -rf "$dir"
                 nice -n 10 .venv/bin/python -m agents.ppo_continual --suite minatar \
                     --games Breakout SpaceInvaders Freeway Asterix Seaquest \
                     --steps-per-game 300000 300000 300000 1500000 300000 --eval-every 0 --eval-episodes 30 \

@@ -1,7 +1,8 @@
 """Seeds x methods results of continual RL runs: per-run metrics, 95% intervals, tables, figures.
 
 Input is only the runs' ``results.json`` files. The fine-tuning runs of the same grid are the
-reference (the paper's Figure 7 normalizes by fine-tuning): per game, the mean over its seeds
+reference (the paper's Figure 7 normalizes by fine-tuning; ``--reference L``: only the runs
+labelled ``L``, e.g. one trunk's fine-tuning in a grid of two trunks): per game, the mean over its seeds
 of its best evaluation (:func:`reporting.results.best_evaluations`: the best over the whole
 timeline, mid-game evaluations included, the one definition the agent and the plots use too)
 and of its score right after learning the game (``diag``). Each run then gets, on scores
@@ -134,10 +135,12 @@ class Reference:
 
 
 def reference_from(finetune_runs: Sequence[RunRecord]) -> Reference:
-    """The grid's fine-tuning reference: per game, the best evaluation of each seed over its whole
-    timeline (:func:`reporting.results.best_evaluations`) and its end-of-game score, pooled over seeds."""
+    """The grid's reference from its fine-tuning runs (all of them, or those of ``--reference``): per
+    game, the best evaluation of each seed over its whole timeline
+    (:func:`reporting.results.best_evaluations`) and its end-of-game score, pooled over seeds."""
     if not finetune_runs:
-        raise ValueError("no fine-tuning run: the grid needs the finetune method as its reference")
+        raise ValueError("no fine-tuning run: the grid needs the finetune method as its reference "
+                         "(or name the reference's label with --reference)")
     games = finetune_runs[0].games
     bests = [best_evaluations({"timeline": r.timeline}) for r in finetune_runs]
     best = [pooled([b[g] if g in b else float(np.nanmax(r.matrix[:, j])) for b, r in zip(bests, finetune_runs)])
@@ -246,11 +249,19 @@ def _pair_probability(x: np.ndarray, y: np.ndarray, games: Sequence[str], reps: 
     entry: dict[str, Any] = {"games": [g for g, k in zip(games, keep) if k],
                              "left_out": [g for g, k in zip(games, keep) if not k], "runs": [len(x), len(y)]}
     if keep.any():
-        with warnings.catch_warnings():  # arch's notice that random_state will become a Generator
-            warnings.simplefilter("ignore", FutureWarning)
-            point, cis = rly.get_interval_estimates({"pair": (x[:, keep], y[:, keep])}, probability_of_improvement,
-                                                    reps=reps, confidence_interval_size=CONFIDENCE,
-                                                    random_state=np.random.RandomState(seed))
+        # rliable's two-sample bootstrap (StratifiedIndependentBootstrap) draws its indices with
+        # np.random.choice, numpy's global generator, whatever random_state says: seed that one for
+        # the call, so that a table is the same every time, and give its state back after.
+        global_state = np.random.get_state()
+        try:
+            np.random.seed(seed)
+            with warnings.catch_warnings():  # arch's notice that random_state will become a Generator
+                warnings.simplefilter("ignore", FutureWarning)
+                point, cis = rly.get_interval_estimates({"pair": (x[:, keep], y[:, keep])}, probability_of_improvement,
+                                                        reps=reps, confidence_interval_size=CONFIDENCE,
+                                                        random_state=np.random.RandomState(seed))
+        finally:
+            np.random.set_state(global_state)
         low, high = np.ravel(cis["pair"])
         entry["probability"] = [float(point["pair"]), float(low), float(high)]
     else:
@@ -275,9 +286,9 @@ def improvement_probabilities(runs: Sequence[RunRecord], improver: str, reps: in
             for other in labels if other != improver}
 
 
-def _check_labels(runs: Sequence[RunRecord], targets: Sequence[str], flag: str = "--against") -> list[str]:
-    """The grid's labels; ValueError naming them (and ``flag``) when a target is not one."""
-    labels = list(dict.fromkeys(r.label for r in runs))
+def _check_labels(grid_labels: Sequence[str], targets: Sequence[str], flag: str = "--against") -> list[str]:
+    """The grid's distinct labels; ValueError naming them (and ``flag``) when a target is not one."""
+    labels = list(dict.fromkeys(grid_labels))
     for target in targets:
         if target not in labels:
             raise ValueError(f"{flag} {target!r} is not a label of these runs: choose from {', '.join(labels)}")
@@ -288,7 +299,7 @@ def improvement_over(runs: Sequence[RunRecord], target: str, reps: int = IMPROVE
                      seed: int = 0) -> dict[str, Any]:
     """For each other label X: P(X > ``target``), the other direction of
     :func:`improvement_probabilities` (does any method improve on ``target``?)."""
-    labels = _check_labels(runs, [target])
+    labels = _check_labels([r.label for r in runs], [target])
     y = _final_scores(runs, target)
     return {other: _pair_probability(_final_scores(runs, other), y, runs[0].games, reps, seed)
             for other in labels if other != target}
@@ -529,8 +540,8 @@ def aggregate(run_dirs: Sequence[str], labels: Sequence[str] | None = None, impr
     other = [r.path for r in runs if r.games != games]
     if other:
         raise ValueError(f"runs over other games than {games}: {', '.join(other)}")
-    _check_labels(runs, against)  # before any bootstrap
-    _check_labels(runs, [] if reference is None else [reference], "--reference")
+    _check_labels([r.label for r in runs], against)  # before any bootstrap
+    _check_labels([r.label for r in runs], [] if reference is None else [reference], "--reference")
     chosen = [r for r in runs if (r.method == "finetune" if reference is None else r.label == reference)]
     ref = reference_from(chosen)
     runs = [compute(r, ref) for r in runs]
@@ -590,8 +601,8 @@ class AggregateArgs:
     """where <name>.md, .json, .png and _after_games.png go"""
     name: str = "continual"
     """file stem of the outputs"""
-    improver: str = "agscl"
-    """the label whose probability of improving on every other label is reported"""
+    improver: Optional[str] = None
+    """the label whose probability of improving on every other label is reported (default: agscl, when in the grid)"""
     against: tuple[str, ...] = ()
     """labels (e.g. agscl_mu4 packnet) each getting a table of every other label's probability of improving on it"""
     reference: Optional[str] = None
@@ -619,20 +630,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("give run directories or --sweep-dir")
         if args.reps < 1:
             raise ValueError(f"--reps={args.reps} must be >= 1")
-        keep = []
+        keep, methods = [], {}
         for i, d in enumerate(dirs):
             try:
-                read_run(d)
+                methods[i] = read_run(d).label  # the default label, each run's --method
                 keep.append(i)
             except ValueError as exc:
                 if "finished" not in str(exc) and "does not exist" not in str(exc):
                     raise
                 print(f"aggregate: note: left out: {exc}", file=sys.stderr)
+        if labels is not None:  # a named label whose every run was left out: say so, not "unknown label"
+            named = [*args.against, *([args.reference] if args.reference else []), *([args.improver] if args.improver else [])]
+            for target in named:
+                if target in labels and all(labels[i] != target for i in keep):
+                    raise ValueError(f"every run labelled {target!r} was left out (not finished): no table against it")
         dirs = [dirs[i] for i in keep]
         labels = None if labels is None else [labels[i] for i in keep]
         if not dirs:
             raise ValueError("no finished run to aggregate")
-        runs, summary = aggregate(dirs, labels, args.improver, args.reps, args.against, args.reference)
+        if args.improver is not None:
+            _check_labels(labels if labels is not None else [methods[i] for i in keep], [args.improver], "--improver")
+        runs, summary = aggregate(dirs, labels, args.improver or "agscl", args.reps, args.against, args.reference)
     except ValueError as exc:
         print(f"aggregate: error: {exc}", file=sys.stderr)
         return 2

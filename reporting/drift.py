@@ -7,7 +7,8 @@ game that fine-tuning learns, this says whether its trunk could still move:
     python -m reporting.drift runs/finetune_seed1 runs/ewc_seed1 runs/agscl_seed1 [--out drift.md]
 
 For every run and every game after the first it prints each trunk layer's relative change
-``||W_j - W_{j-1}|| / ||W_{j-1}||`` (Frobenius norms of the weight tensors, biases left out)
+``||W_j - W_{j-1}|| / ||W_{j-1}||`` (Frobenius norms of the Conv2d/Linear weight tensors; biases
+and LayerNorm gains left out)
 between the checkpoints written at the end of game ``j-1`` and game ``j`` (``ckpt/game<j>.pt``).
 The first game has no checkpoint before it, so it has no entry; a run stops at its last
 end-of-game checkpoint. For AGS-CL runs (and its compositions) a second table gives, per trunk
@@ -108,8 +109,8 @@ def markdown(drifts: Sequence[dict[str, Any]]) -> str:
         played: list[str] = []
         for d in held:
             played += [g for g in d["games"] if g not in played]
-        lines += ["", "AGS-CL's important nodes per trunk layer after each game (Omega > 0, of the layer's nodes; "
-                      "the others are free for later games):", "",
+        lines += ["", f"AGS-CL's important nodes per trunk layer after each game (Omega > 0, of the layer's nodes, "
+                      f"layers in the order {named}; the others are free for later games):", "",
                   "| run | " + " | ".join(f"after {g}" for g in played) + " |", "| --- |" + " --- |" * len(played)]
         for d in held:
             cells = {g: " / ".join(f"{n} of {size}" for n, size in counts) for g, counts in zip(d["games"], d["important"])}

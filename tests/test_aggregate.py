@@ -481,3 +481,51 @@ def test_figures_give_every_label_its_own_color_beyond_ten():
     for n in (11, 20):
         colors = [tuple(c) for c in aggregate.label_colors(n)]
         assert len(set(colors)) == n  # matplotlib's ten-color cycle would repeat C0 at the eleventh
+
+
+def test_cli_checks_named_labels_before_any_bootstrap(tmp_path, capsys, monkeypatch):
+    """--against, --reference and an explicit --improver are checked before the bootstrap runs; a
+    label whose runs were all left out says so; --reference reaches the reference through the CLI."""
+    ft = write_results(tmp_path, "ft", "finetune", 1, GAMES, [[11.0, None], [3.0, 8.0]], RANDOM)
+    wide = write_results(tmp_path, "ftw", "finetune", 1, GAMES, [[21.0, None], [5.0, 14.0]], RANDOM)
+    ags = write_results(tmp_path, "ags", "agscl", 1, GAMES, [[9.0, None], [8.0, 6.0]], RANDOM)
+    late = write_results(tmp_path, "late", "ewc", 1, GAMES, [[9.0, None], [None, None]], RANDOM)  # unfinished
+
+    def no_bootstrap(*args, **kwargs):
+        raise AssertionError("the bootstrap ran before the labels were checked")
+
+    monkeypatch.setattr(aggregate, "_pair_probability", no_bootstrap)
+    out = str(tmp_path / "out")
+    base = [ft, wide, ags, late, "--labels", "finetune", "finetune_wide", "agscl", "ewc", "--out-dir", out, "--reps", "10"]
+    assert aggregate.main([*base, "--against", "packnet"]) == 2
+    assert aggregate.main([*base, "--improver", "agscl_mu4"]) == 2
+    assert aggregate.main([*base, "--reference", "finetune_narrow"]) == 2
+    assert aggregate.main([*base, "--against", "ewc"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert err == ["aggregate: error: --against 'packnet' is not a label of these runs: choose from finetune, finetune_wide, agscl",
+                   "aggregate: error: --improver 'agscl_mu4' is not a label of these runs: choose from finetune, finetune_wide, agscl",
+                   "aggregate: error: --reference 'finetune_narrow' is not a label of these runs: choose from finetune, finetune_wide, agscl",
+                   "aggregate: error: every run labelled 'ewc' was left out (not finished): no table against it"]
+    assert not os.path.exists(out)
+    monkeypatch.undo()
+    assert aggregate.main([ft, wide, "--labels", "finetune", "finetune_wide", "--reference", "finetune", "--out-dir", out,
+                           "--reps", "10"]) == 0
+    summary = json.loads((tmp_path / "out" / "continual.json").read_text())
+    assert summary["reference"]["label"] == "finetune" and summary["reference"]["max_return"] == pytest.approx([11.0, 8.0])
+
+
+def test_probability_intervals_are_the_same_every_time_and_leave_numpys_generator_alone(tmp_path):
+    """rliable's two-sample bootstrap ignores random_state (it draws from np.random): the aggregate
+    seeds numpy's global generator for the call and restores it."""
+    pytest.importorskip("rliable.library")
+    ft = write_results(tmp_path, "ft", "finetune", 0, GAMES, [[11.0, None], [1.0, 8.0]], RANDOM)
+    ags = [write_results(tmp_path, f"a{s}", "agscl", s, GAMES, [[9.0, None], [8.0 - s, 6.0 + s]], RANDOM) for s in range(3)]
+    ewc = [write_results(tmp_path, f"e{s}", "ewc", s, GAMES, [[9.0, None], [6.0 - s, 5.0 + 2 * s]], RANDOM) for s in range(3)]
+    np.random.seed(123)
+    expected_next = np.random.random()
+    np.random.seed(123)
+    first = aggregate.aggregate([ft, *ags, *ewc], reps=300)[1]["probability_of_improvement"]["ewc"]["probability"]
+    assert np.random.random() == expected_next  # the caller's stream is where it was
+    np.random.seed(7)  # another global state: the table must not depend on it
+    second = aggregate.aggregate([ft, *ags, *ewc], reps=300)[1]["probability_of_improvement"]["ewc"]["probability"]
+    assert first == second and first[1] < first[2]
