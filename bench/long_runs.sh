@@ -8,8 +8,8 @@
 #     bash bench/long_runs.sh plasticity  # five games: the plasticity rows (issue 27), beside width1's finetune
 #     bash bench/long_runs.sh ln_control 1 2 3  # fine-tuning with --layer-norm (seeds given), the control of shrink_perturb_ln
 #     bash bench/long_runs.sh keep     # copy every finished run's results.json into docs/results/<stem>_runs/
-#     bash bench/long_runs.sh tables   # the tables of issues 26 and 27 from those files (and the drift
-#                                      # tables from the checkpoints in $RUNS, where they are)
+#     bash bench/long_runs.sh tables   # every five-game table (and the 3-game PackNet one) from those files
+#                                      # (and the drift tables from the checkpoints in $RUNS, where they are)
 #
 # Each queue is a list of bench/continual_minatar.py commands (ln_control: agent runs) run one
 # after the other on one core (--engine sequential, --torch-threads 1). Started again, every command skips its finished
@@ -46,7 +46,7 @@ case "$queue" in  # the two queues that read and write only this checkout
     tables)  # a run not finished (or not there) is left out with one line, so a partial grid gives a partial table
         cd "$ROOT"
         C=docs/results/continual_minatar5_current_runs  # fine-tuning, packnet (2108d2b) and the plasticity rows (330415b)
-        O=docs/results/continual_minatar5_runs           # ewc, mas, agscl_mu4 (1113185)
+        O=docs/results/continual_minatar5_runs           # the first grid: packnet 2eb911e, the others 1113185
         W=docs/results/continual_minatar5_wide_runs      # the wide trunk (2108d2b)
         dirs=(); labels=()
         add() {  # add DIR LABEL METHOD...: seeds 1-3 of each METHOD's runs in DIR, labelled LABEL (METHOD if empty)
@@ -55,6 +55,17 @@ case "$queue" in  # the two queues that read and write only this checkout
                 for seed in 1 2 3; do dirs+=("$dir/${method}_seed$seed"); labels+=("${label:-$method}"); done
             done
         }
+        add $C "" finetune packnet
+        add $O packnet_before_fix packnet
+        add $O "" ewc mas agscl_mu4 agscl_mu4_no_reinit
+        .venv/bin/python -m reporting.aggregate "${dirs[@]}" --labels "${labels[@]}" --out-dir docs/results \
+            --name continual_minatar5 --improver agscl_mu4
+        # continual_minatar5_before_packnet_fix.* stays as computed then (before issue 25's noise rule)
+        dirs=(); labels=()
+        add docs/results/continual_minatar_packnet_runs "" finetune packnet  # three games (issue 25's PackNet sweep)
+        .venv/bin/python -m reporting.aggregate "${dirs[@]}" --labels "${labels[@]}" --out-dir docs/results \
+            --name continual_minatar_packnet --improver packnet
+        dirs=(); labels=()
         add $C "" finetune redo shrink_perturb l2init agscl_mu4_redo shrink_perturb_ln finetune_ln packnet
         add $O "" agscl_mu4 ewc mas
         .venv/bin/python -m reporting.aggregate "${dirs[@]}" --labels "${labels[@]}" --out-dir docs/results \

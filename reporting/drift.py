@@ -106,6 +106,8 @@ def markdown(drifts: Sequence[dict[str, Any]]) -> str:
         lines.append(f"| {d['run']} | " + " | ".join(cells.get(g, "") for g in games) + " |")
     held = [d for d in drifts if d.get("important")]
     if held:
+        held_layers = [", ".join(d["layers"]) for d in held]
+        named = "; ".join(dict.fromkeys(held_layers)) if len(set(held_layers)) > 1 else held_layers[0]
         played: list[str] = []
         for d in held:
             played += [g for g in d["games"] if g not in played]
