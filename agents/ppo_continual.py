@@ -40,8 +40,8 @@ from agents.fastpath import FastPath, SplitEnv, progress_line
 from agents.lean import EpisodeLog, Minibatches, PackedPolicy
 from agents.methods_cli import with_method_flags, write_hparams
 from agents.plasticity_metrics import GradNormMeter, plasticity_metrics
-from agents.ppo_math import (Update, build_optimizer, compute_gae, make_update, normalize_advantages, optimizer_covers,
-                             set_lr)
+from agents.ppo_math import (APPROX_KL, CLIPFRAC, STATS, Update, build_optimizer, compute_gae, make_update,
+                             normalize_advantages, optimizer_covers, set_lr)
 from reporting.results import (
     RESULTS_FILE,
     RESULTS_FORMAT,
@@ -546,10 +546,10 @@ class Run:
                     for index in torch.randperm(self.batch_size, device=device).split(self.minibatch_size):
                         loss, penalty, stats = update_minibatch(minibatches.take(index), minibatches.channels, self.optimizer,
                                                                 lr, grads)
-                        clipfracs.append(stats[5])
+                        clipfracs.append(stats[CLIPFRAC])
                     method.end_epoch(lr)
                     self.fast.end_epoch()
-                    if args.target_kl is not None and stats[4] > args.target_kl:
+                    if args.target_kl is not None and stats[APPROX_KL] > args.target_kl:
                         break
 
                 self.log_update(g, lr, t_update, b_values, b_returns, loss, penalty, stats, clipfracs, last)  # 4. log
@@ -627,7 +627,6 @@ class Run:
         set_lr(self.optimizer, lr)
         return lr, self.grad_meter if last or eval_due else None, last, eval_due
 
-
     def log_update(self, g: int, lr: float, t_update: float, values: torch.Tensor, returns: torch.Tensor, loss: torch.Tensor,
                    penalty: torch.Tensor, stats: torch.Tensor, clipfracs: list[torch.Tensor], last: bool) -> None:
         """The update's scalars (its last minibatch's losses, the mean clip fraction), the regularizer's
@@ -641,10 +640,11 @@ class Run:
         info_g["train_sps"] = info_g["steps"] / max(info_g["train_seconds"], 1e-9)
         self.session_steps += self.batch_size
         sps = int(self.session_steps / (time.time() - self.session_start))
-        pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, _ = stats.unbind()
+        last_mb = dict(zip(STATS, stats.unbind()))
         names = ("value_loss", "policy_loss", "entropy", "penalty", "old_approx_kl", "approx_kl", "clipfrac", "loss")
-        losses = dict(zip(names, torch.stack([v_loss, pg_loss, entropy_loss, penalty.to(self.device), old_approx_kl,
-                                              approx_kl, torch.stack(clipfracs).mean(), loss]).tolist()))
+        losses = dict(zip(names, torch.stack([last_mb["v_loss"], last_mb["pg_loss"], last_mb["entropy"], penalty.to(self.device),
+                                              last_mb["old_approx_kl"], last_mb["approx_kl"], torch.stack(clipfracs).mean(),
+                                              loss]).tolist()))
         scalars = {"charts/learning_rate": lr, "charts/game": g, "losses/explained_variance": explained_var,
                    "charts/SPS": sps, **{f"losses/{k}": v for k, v in losses.items() if k != "loss"}}
         for tag, value in scalars.items():
@@ -682,6 +682,7 @@ class Run:
         self.writer.add_scalar("regularizer/dormant_fraction", plasticity["dormant_fraction"], self.global_step)
         self.results["regularizer"].append({"game": g, "game_name": self.games[g], "global_step": self.global_step, **stats})
         self.log(f"end of {self.games[g]}: {args.method} importance from {count} observations ({time.time() - t0:.1f}s)")
+
 
 def restore_finished_results(setup: Setup) -> bool:
     """A finished run's ``results.json`` rewritten from its final checkpoint when it is missing,

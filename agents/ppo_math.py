@@ -223,6 +223,9 @@ def ppo_loss(logits: torch.Tensor, value: torch.Tensor, action: torch.Tensor, ol
                          clip_coef, clip_vloss, ent_coef, vf_coef)
 
 
+#: the order of the loss's logging stats (:func:`ppo_loss`, :func:`ppo_loss_autograd`, :func:`make_update`)
+STATS = ("pg_loss", "v_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac")
+APPROX_KL, CLIPFRAC = STATS.index("approx_kl"), STATS.index("clipfrac")
 #: one minibatch: ``(obs, actions, logprobs, advantages, returns, values)`` (:meth:`agents.lean.Minibatches.take`)
 Minibatch = Sequence[torch.Tensor]
 #: ``update(minibatch, channels, optimizer, lr, grads) -> (loss, penalty, stats)``: see :func:`make_update`
@@ -243,8 +246,7 @@ def make_update(agent: Any, game: int, method: Any, params: Sequence[torch.Tenso
     (:class:`agents.lean.Minibatches`), back-propagates loss and penalty, records the gradient in
     ``grads`` (a :class:`agents.plasticity_metrics.GradNormMeter`, or None), clips to
     ``max_grad_norm`` over ``params``, steps ``optimizer`` and calls ``method.after_step(lr)``.
-    It returns the loss and penalty (detached) and the loss's stats
-    ``(pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac)``."""
+    It returns the loss and penalty (detached) and the loss's stats, in the order of :data:`STATS`."""
     loss_fn = ppo_loss if args.fused_loss else ppo_loss_autograd
     coefs = dict(clip_coef=args.clip_coef, clip_vloss=args.clip_vloss, ent_coef=args.ent_coef, vf_coef=args.vf_coef)
     per_minibatch = args.norm_adv and args.norm_adv_scope == "minibatch"  # else once per batch, or not at all
@@ -285,5 +287,5 @@ def make_update(agent: Any, game: int, method: Any, params: Sequence[torch.Tenso
     return update
 
 
-__all__ = ("Minibatch", "PPOLoss", "Update", "build_optimizer", "compute_gae", "make_update", "normalize_advantages",
+__all__ = ("APPROX_KL", "CLIPFRAC", "Minibatch", "PPOLoss", "STATS", "Update", "build_optimizer", "compute_gae", "make_update", "normalize_advantages",
            "optimizer_covers", "ppo_loss", "ppo_loss_autograd", "set_lr")

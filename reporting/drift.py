@@ -90,33 +90,35 @@ def run_drift(run_dir: str) -> dict[str, Any]:
             "games": games[: len(states)], "important": important if all(i is not None for i in important) else None}
 
 
-def markdown(drifts: Sequence[dict[str, Any]]) -> str:
-    """One table: a row per run, a column per game after the first, each cell the layers' drifts."""
-    games: list[str] = []
-    for d in drifts:
-        games += [r["game"] for r in d["rows"] if r["game"] not in games]
+def _layer_legend(drifts: Sequence[dict[str, Any]]) -> str:
+    """The runs' layer names: the most runs' names, then any others with the runs that have them."""
     layers = [", ".join(d["layers"]) for d in drifts]
-    common = max(dict.fromkeys(layers), key=layers.count) if layers else ""  # the most runs' layer names, then the others'
-    named = "; ".join([common] + [f"{names} in {', '.join(d['run'] for d in drifts if ', '.join(d['layers']) == names)}"
-                                  for names in dict.fromkeys(layers) if names != common])
-    lines = [f"Trunk drift while learning each game (||W_end - W_start|| / ||W_start|| per layer: {named}):", "",
-             "| run | " + " | ".join(f"during {g}" for g in games) + " |", "| --- |" + " --- |" * len(games)]
-    for d in drifts:
-        cells = {r["game"]: " / ".join(f"{v:.3f}" for v in r["drift"].values()) for r in d["rows"]}
-        lines.append(f"| {d['run']} | " + " | ".join(cells.get(g, "") for g in games) + " |")
+    common = max(dict.fromkeys(layers), key=layers.count) if layers else ""
+    return "; ".join([common] + [f"{names} in {', '.join(d['run'] for d in drifts if ', '.join(d['layers']) == names)}"
+                                 for names in dict.fromkeys(layers) if names != common])
+
+
+def _table(title: str, columns: list[str], rows: list[tuple[str, dict[str, str]]]) -> list[str]:
+    """A Markdown table: a row per run, a cell per column it has."""
+    return [title, "", "| run | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns),
+            *(f"| {run} | " + " | ".join(cells.get(c, "") for c in columns) + " |" for run, cells in rows)]
+
+
+def markdown(drifts: Sequence[dict[str, Any]]) -> str:
+    """One table: a row per run, a column per game after the first, each cell the layers' drifts;
+    for AGS-CL runs a second one: the important nodes per layer after each game."""
+    during = list(dict.fromkeys(f"during {r['game']}" for d in drifts for r in d["rows"]))
+    lines = _table(f"Trunk drift while learning each game (||W_end - W_start|| / ||W_start|| per layer: "
+                   f"{_layer_legend(drifts)}):", during,
+                   [(d["run"], {f"during {r['game']}": " / ".join(f"{v:.3f}" for v in r["drift"].values()) for r in d["rows"]})
+                    for d in drifts])
     held = [d for d in drifts if d.get("important")]
     if held:
-        held_layers = [", ".join(d["layers"]) for d in held]
-        named = "; ".join(dict.fromkeys(held_layers)) if len(set(held_layers)) > 1 else held_layers[0]
-        played: list[str] = []
-        for d in held:
-            played += [g for g in d["games"] if g not in played]
-        lines += ["", f"AGS-CL's important nodes per trunk layer after each game (Omega > 0, of the layer's nodes, "
-                      f"layers in the order {named}; the others are free for later games):", "",
-                  "| run | " + " | ".join(f"after {g}" for g in played) + " |", "| --- |" + " --- |" * len(played)]
-        for d in held:
-            cells = {g: " / ".join(f"{n} of {size}" for n, size in counts) for g, counts in zip(d["games"], d["important"])}
-            lines.append(f"| {d['run']} | " + " | ".join(cells.get(g, "") for g in played) + " |")
+        after = list(dict.fromkeys(f"after {g}" for d in held for g in d["games"]))
+        lines += ["", *_table(f"AGS-CL's important nodes per trunk layer after each game (Omega > 0, of the layer's nodes, "
+                              f"layers in the order {_layer_legend(held)}; the others are free for later games):", after,
+                              [(d["run"], {f"after {g}": " / ".join(f"{n} of {size}" for n, size in counts)
+                                           for g, counts in zip(d["games"], d["important"])}) for d in held])]
     return "\n".join(lines)
 
 
